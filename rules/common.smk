@@ -1,0 +1,88 @@
+# Parse-time logic: config validation, the plan (grid, tiles, inventory), wildcard constraints and the
+# input functions used by the rule files. Rules themselves only wire files.
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PACKAGE_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH", "")) if p
+)
+
+validate(config, schema="../config/schema.yaml")
+
+from cropflow.plan import build_plan, scene_path  # noqa: E402
+
+PLAN = build_plan(config)
+TILES = PLAN.tile_ids
+SPLITS = ["train", "val", "test"]
+MODELS = list(config["models"]["enabled"])
+
+
+wildcard_constraints:
+    scene=r"S[12][A-D]_[A-Z0-9_]+",
+    pair=r"R\d{3}_\d{8}_\d{8}",
+    tile=r"E\d{7}N\d{7}",
+    model=r"[a-z0-9_]+",
+    split=r"train|val|test",
+
+
+def as_json(value):
+    """A config value as a shell-quoted JSON argument."""
+    return "'" + json.dumps(value, sort_keys=True).replace("'", "'\\''") + "'"
+
+
+def get_s1_scene_input(wildcards):
+    return scene_path(PLAN.s1_scenes, "scene", wildcards.scene)
+
+
+def get_s1_pair_input(wildcards):
+    return scene_path(PLAN.s1_pairs, "pair", wildcards.pair)
+
+
+def get_s2_input(wildcards):
+    return scene_path(PLAN.s2_scenes, "scene", wildcards.scene)
+
+
+def get_stack_inputs(wildcards):
+    used = PLAN.tile_inputs[wildcards.tile]
+    return {
+        "s1": expand("results/s1/features/{scene}.tif", scene=used["s1"]),
+        "coh": expand("results/s1/pairs/{pair}_coh.tif", pair=used["coh"]) if config["s1"]["coherence"] else [],
+        "s2": expand("results/s2/{scene}.tif", scene=used["s2"]),
+        "grid": "results/grid/grid.json",
+    }
+
+
+def get_stack_bands():
+    s1 = list(config["s1"]["features"])
+    if config["s1"]["glcm"]["enabled"]:
+        s1 += list(config["s1"]["glcm"]["features"])
+    return {"s1": s1, "coh": list(config["s1"]["coherence"]), "s2": list(config["s2"]["bands"])}
+
+
+def get_model_params(wildcards):
+    return config["models"].get(wildcards.model, {})
+
+
+def get_final_outputs():
+    outputs = [
+        "results/inventory/s1_scenes.csv",
+        "results/inventory/s2_scenes.csv",
+        "results/inventory/s2_selection.csv",
+        "results/partition/split_report.csv",
+        "results/report/profiles.png",
+    ]
+    for model in MODELS:
+        outputs += [
+            f"results/metrics/{model}.json",
+            f"results/metrics/{model}_confusion.png",
+            f"results/maps/{model}/mosaic.tif",
+            f"results/maps/{model}/quicklook.png",
+        ]
+    return outputs

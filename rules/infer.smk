@@ -1,0 +1,47 @@
+# Tiled inference (per model and tile, windowed), then the county mosaic with post-processing.
+
+
+rule infer:
+    input:
+        cube="results/cubes/{tile}.zarr",
+        model="results/models/{model}",
+        legend=config["legend"],
+    output:
+        "results/maps/{model}/{tile}_class.tif",
+    params:
+        window=config["inference"]["window_rows"],
+        batch=config["inference"]["batch_size"],
+        proba=lambda wildcards: (
+            f"--out-proba results/maps/{wildcards.model}/{wildcards.tile}_proba.tif"
+            if config["inference"]["probabilities"]
+            else ""
+        ),
+    threads: 2
+    log:
+        "logs/infer/{model}/{tile}.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow infer --cube {input.cube} --model-dir {input.model} --legend {input.legend}"
+        " --window-rows {params.window} --batch-size {params.batch} --threads {threads}"
+        " --out-class {output} {params.proba} > {log} 2>&1"
+
+
+rule mosaic:
+    input:
+        maps=expand("results/maps/{{model}}/{tile}_class.tif", tile=TILES),
+        cropland=expand("results/labels/{tile}_cropland.tif", tile=TILES),
+        grid="results/grid/grid.json",
+        legend=config["legend"],
+    output:
+        "results/maps/{model}/mosaic.tif",
+    params:
+        majority="--majority" if config["postprocess"]["majority_filter"] else "",
+        mask="--mask-cropland" if config["postprocess"]["cropland_mask"] else "",
+    log:
+        "logs/mosaic/{model}.log",
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow mosaic --maps {input.maps} --cropland {input.cropland} --grid {input.grid}"
+        " --legend {input.legend} {params.majority} {params.mask} --out {output} > {log} 2>&1"

@@ -1,0 +1,25 @@
+# Inventory: the tables of discovered products and S1 pairs (the workflow's sample sheet), for the report
+# and the archive. The same scan (through the cache) decides the DAG in common.smk.
+
+
+rule inventory:
+    output:
+        s1="results/inventory/s1_scenes.csv",
+        pairs="results/inventory/s1_pairs.csv",
+        s2="results/inventory/s2_scenes.csv",
+    params:
+        s1=config["inputs"]["s1"],
+        s2=config["inputs"]["s2"],
+        cache=config["inputs"]["cache"],
+        start=config["season"]["start"],
+        end=config["season"]["end"],
+        products=sorted(PLAN.s1_scenes["scene"]) + sorted(PLAN.s2_scenes["scene"]),
+    log:
+        "logs/inventory/inventory.log",
+    localrule: True
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow inventory --s1 {params.s1} --s2 {params.s2} --cache {params.cache}"
+        " --season {params.start} {params.end}"
+        " --out-s1 {output.s1} --out-pairs {output.pairs} --out-s2 {output.s2} > {log} 2>&1"

@@ -1,0 +1,230 @@
+"""Scene inventories: S2 product scan with its cache, baseline dedup, the S1 seam scan and pair checks."""
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyproj import Transformer
+
+from cropflow import inventory
+from cropflow.grid import ProjectGrid
+from cropflow.inventory import (S1_PAIR_COLUMNS, S1_SCENE_COLUMNS, S2_COLUMNS, expected_pairs, in_season,
+                                scan_s1_seam, scan_s2, scenes_for_tile, write_inventory)
+from cropflow.raster import write_raster
+from cropflow.simulate.sentinel2 import write_l2a
+
+GRID = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5349800.0, 320200.0, 5350000.0))  # 20 x 20 px
+T0 = datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc)
+
+
+def product(folder: Path, day: int = 0, baseline: str = "05.09", cloudy_rows: int = 0, **kw) -> Path:
+    scl = np.full((10, 10), 4, np.uint8)
+    scl[:cloudy_rows] = 9
+    args = dict(platform="S2A", sensing_time=T0 + timedelta(days=day), mgrs_tile="52UCU", relative_orbit=89,
+                baseline=baseline, grid10=GRID, reflectance={"B04": np.full((20, 20), 0.1)}, scl=scl)
+    args.update(kw)
+    return write_l2a(folder, **args)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the product-metadata reads of scan_s2 (the real reader still runs)."""
+    calls: list[str] = []
+    real = inventory._read_s2_record
+
+    def wrapper(path, kind):
+        calls.append(path.name)
+        return real(path, kind)
+
+    monkeypatch.setattr(inventory, "_read_s2_record", wrapper)
+    return calls
+
+
+def test_scan_finds_products_and_ignores_other_entries(tmp_path):
+    s2 = tmp_path / "s2"
+    a = product(s2, day=0)
+    b = product(s2, day=10, zip=True, platform="S2B")
+    (s2 / "README.txt").write_text("notes")
+    (s2 / "scratch").mkdir()
+    df = scan_s2(s2, tmp_path / "cache.json")
+    assert list(df.columns) == S2_COLUMNS
+    assert df["scene"].tolist() == [a.name.removesuffix(".SAFE"), b.name.removesuffix(".zip")]
+    assert df["platform"].tolist() == ["S2A", "S2B"]
+    assert df["datetime"].tolist() == ["2023-05-12T02:35:51.000+00:00", "2023-05-22T02:35:51.000+00:00"]
+    assert df["path"].tolist() == [str(a), str(b)]
+    assert df.loc[0, "checksum"] == hashlib.sha256((a / "MTD_MSIL2A.xml").read_bytes()).hexdigest()
+    assert df.loc[1, "size"] == b.stat().st_size
+    assert df.loc[0, "size"] == sum(p.stat().st_size for p in a.rglob("*") if p.is_file())
+    lon, lat = Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform(320100, 5349900)
+    row = df.iloc[0]
+    assert row.west < lon < row.east and row.south < lat < row.north
+    assert row.east - row.west < 0.01  # the 200 m product, not the world
+
+
+def test_second_scan_reads_no_product_and_a_new_one_is_read_alone(tmp_path, counted):
+    s2, cache = tmp_path / "s2", tmp_path / "cache" / "inventory.json"
+    product(s2, day=0)
+    product(s2, day=5, zip=True)
+    first = scan_s2(s2, cache)
+    assert len(counted) == 2 and json.loads(cache.read_text())["version"] == 1
+    counted.clear()
+    second = scan_s2(s2, cache)
+    assert counted == []
+    pd.testing.assert_frame_equal(first, second)
+    new = product(s2, day=10)
+    third = scan_s2(s2, cache)
+    assert counted == [new.name] and len(third) == 3
+
+
+def test_changed_product_is_read_again(tmp_path, counted):
+    s2, cache = tmp_path / "s2", tmp_path / "cache.json"
+    zipped = product(s2, zip=True)
+    before = scan_s2(s2, cache)
+    counted.clear()
+    product(s2, zip=True, cloudy_rows=5)  # same name, new content
+    st = zipped.stat()
+    os.utime(zipped, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # make sure the stamp moves
+    after = scan_s2(s2, cache)
+    assert counted == [zipped.name]
+    assert after.loc[0, "checksum"] != before.loc[0, "checksum"]
+    counted.clear()
+    folder = product(s2, day=3)
+    scan_s2(s2, cache)
+    counted.clear()
+    mtd = folder / "MTD_MSIL2A.xml"
+    mtd.write_bytes(mtd.read_bytes() + b"\n")
+    scan_s2(s2, cache)
+    assert counted == [folder.name]
+
+
+def test_same_acquisition_keeps_the_newest_baseline(tmp_path, caplog):
+    s2 = tmp_path / "s2"
+    old = product(s2, baseline="04.00")
+    new = product(s2, baseline="05.09")
+    other = product(s2, day=5, baseline="04.00")
+    with caplog.at_level(logging.WARNING, logger="cropflow.inventory"):
+        df = scan_s2(s2, tmp_path / "cache.json")
+    assert df["scene"].tolist() == [new.name.removesuffix(".SAFE"), other.name.removesuffix(".SAFE")]
+    assert df["baseline"].tolist() == ["05.09", "04.00"]
+    assert any(old.name.removesuffix(".SAFE") in r.message for r in caplog.records)
+
+
+def test_unreadable_product_raises_naming_it(tmp_path):
+    s2 = tmp_path / "s2"
+    product(s2)
+    broken = s2 / "S2B_MSIL2A_20230601T023551_N0509_R089_T52UCU_20230601T053551.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=broken.name):
+        scan_s2(s2, tmp_path / "cache.json")
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="inputs.s2"):
+        scan_s2(tmp_path / "nowhere", tmp_path / "cache.json")
+
+
+# ----------------------------------------------------------------------------------------------- S1 seam
+
+S1_T0 = datetime(2023, 5, 8, 9, 45, 12, tzinfo=timezone.utc)
+S1_ORBIT0 = 48404  # S1A relative orbit (48404 - 73) % 175 + 1 = 32
+
+
+def s1_scene(k: int, platform: str = "S1A") -> str:
+    start = S1_T0 + timedelta(days=12 * k)
+    stop = start + timedelta(seconds=27)
+    return (f"{platform}_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{S1_ORBIT0 + 175 * k:06d}"
+            f"_05D2C4_3F1A")
+
+
+def write_s1(folder: Path, scenes: list[str], pairs: list[tuple[str, str, str]]) -> None:
+    c2 = np.ones((4, GRID.height, GRID.width), np.float32)
+    for scene in scenes:
+        write_raster(folder / f"{scene}_C2.tif", c2, GRID, nodata=float("nan"),
+                     band_names=["C11", "C22", "C12_real", "C12_imag"],
+                     tags={"SCENE": scene, "PLATFORM": scene[:3], "RELATIVE_ORBIT": 32, "PASS": "DESCENDING",
+                           "START_TIME": scene[17:32]})
+    for pair, ref, sec in pairs:
+        write_raster(folder / f"{pair}_coh.tif", c2[:2] * 0.5, GRID, nodata=float("nan"),
+                     band_names=["coh_vv", "coh_vh"], tags={"REFERENCE": ref, "SECONDARY": sec, "RELATIVE_ORBIT": 32})
+
+
+def test_s1_seam_scan_parses_scenes_and_pairs(tmp_path):
+    folder = tmp_path / "s1"
+    scenes = [s1_scene(k) for k in range(3)]
+    write_s1(folder, scenes, [("R032_20230508_20230520", scenes[0], scenes[1]),
+                              ("R032_20230520_20230601", scenes[1], scenes[2])])
+    (folder / "notes.txt").write_text("x")
+    sc, pr = scan_s1_seam(folder, tmp_path / "cache.json")
+    assert list(sc.columns) == S1_SCENE_COLUMNS and list(pr.columns) == S1_PAIR_COLUMNS
+    assert sc["scene"].tolist() == scenes
+    assert sc["relative_orbit"].tolist() == [32, 32, 32] and set(sc["pass"]) == {"DESCENDING"}
+    assert sc.loc[0, "datetime"] == "2023-05-08T09:45:12.000+00:00"
+    assert pr["pair"].tolist() == ["R032_20230508_20230520", "R032_20230520_20230601"]
+    assert pr.loc[0, "reference"] == scenes[0] and pr.loc[0, "datetime_sec"] == sc.loc[1, "datetime"]
+    small = folder / f"{scenes[0]}_C2.tif"
+    assert sc.loc[0, "checksum"] == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert (sc["west"] < sc["east"]).all()
+    # the expected pairs of these scenes are exactly the pairs on disk
+    assert expected_pairs(sc)["pair"].tolist() == pr["pair"].tolist()
+
+
+def test_non_consecutive_pair_is_rejected(tmp_path):
+    folder = tmp_path / "s1"
+    scenes = [s1_scene(k) for k in range(3)]
+    write_s1(folder, scenes, [("R032_20230508_20230601", scenes[0], scenes[2])])
+    with pytest.raises(ValueError, match="R032_20230508_20230601_coh.tif.*not consecutive"):
+        scan_s1_seam(folder, tmp_path / "cache.json")
+
+
+def test_pair_of_an_absent_scene_is_rejected(tmp_path):
+    folder = tmp_path / "s1"
+    scenes = [s1_scene(k) for k in range(2)]
+    write_s1(folder, scenes[:1], [("R032_20230508_20230520", scenes[0], scenes[1])])
+    with pytest.raises(ValueError, match=f"secondary scene {scenes[1]} has no"):
+        scan_s1_seam(folder, tmp_path / "cache.json")
+
+
+def test_s1_tag_contradicting_the_name_is_rejected(tmp_path):
+    folder = tmp_path / "s1"
+    scene = s1_scene(0)
+    write_raster(folder / f"{scene}_C2.tif", np.ones((1, 20, 20), np.float32), GRID,
+                 tags={"RELATIVE_ORBIT": 33, "PASS": "DESCENDING"})
+    with pytest.raises(ValueError, match="RELATIVE_ORBIT=33.*relative orbit 32"):
+        scan_s1_seam(folder, tmp_path / "cache.json")
+
+
+def test_expected_pairs_keep_platforms_and_tracks_apart():
+    t = pd.Timestamp("2023-05-08T09:45:12Z")
+    rows = [("a1", "S1A", 32, t), ("a2", "S1A", 32, t + pd.Timedelta(days=12)),
+            ("a3", "S1A", 32, t + pd.Timedelta(days=36)),  # a gap: consecutive but 24 days
+            ("b1", "S1B", 32, t + pd.Timedelta(days=6)), ("c1", "S1A", 134, t + pd.Timedelta(days=1)),
+            ("c2", "S1A", 134, t + pd.Timedelta(days=13))]
+    scenes = pd.DataFrame([{"scene": s, "platform": p, "relative_orbit": o, "datetime": d.isoformat()}
+                           for s, p, o, d in rows])
+    pairs = expected_pairs(scenes)
+    assert pairs[["pair", "reference", "secondary"]].values.tolist() == [
+        ["R032_20230508_20230520", "a1", "a2"], ["R134_20230509_20230521", "c1", "c2"]]
+    assert len(expected_pairs(scenes, max_days=30)) == 3
+
+
+def test_in_season_scenes_for_tile_and_csv(tmp_path):
+    df = pd.DataFrame({"scene": ["x", "y", "z"],
+                       "datetime": ["2023-05-05T02:00:00+00:00", "2023-05-06T23:00:00+00:00",
+                                    "2024-09-27T01:00:00+00:00"],
+                       "west": [126.0, 127.0, 128.0], "south": [48.0, 48.0, 48.0],
+                       "east": [126.5, 127.5, 128.5], "north": [48.5, 48.5, 48.5]})
+    assert in_season(df, "05-06", "09-27")["scene"].tolist() == ["y", "z"]
+    assert in_season(df, "09-01", "05-05")["scene"].tolist() == ["x", "z"]  # over the new year
+    with pytest.raises(ValueError, match="season.start"):
+        in_season(df, "5-6", "09-27")
+    assert scenes_for_tile(df, (127.2, 48.1, 128.2, 48.2)) == ["y", "z"]
+    assert scenes_for_tile(df, (126.5, 48.1, 127.0, 48.2)) == []  # edges that only touch
+    out = tmp_path / "inv" / "scenes.csv"
+    write_inventory(df, out)
+    pd.testing.assert_frame_equal(pd.read_csv(out), df)

@@ -1,0 +1,241 @@
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cropflow import models, training
+from cropflow.models import MODELS, build, load_trained
+from cropflow.models.rf import flatten_inputs
+from cropflow.sampleset import SampleSet
+
+SINGLE = {"features": (8, 5)}
+DOUBLE = {"s1": (10, 4), "s2": (3, 3)}
+TINY_CNN = {"filters": 8, "kernel_size": 3, "layers": 2, "dense": 16, "dropout": 0.1, "epochs": 3,
+            "batch_size": 16, "patience": 2, "learning_rate": 0.01}
+TINY_RF = {"n_estimators": 25, "n_jobs": 2}
+CLASS_IDS = [1, 2, 3]
+NAMES = ["maize", "soybean", "wheat"]
+
+# keras' own .keras writer triggers a numpy 2 __array__ DeprecationWarning per variable; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
+
+
+def separable(shapes, n_per_class, seed, k=3):
+    """Inputs whose class is written in the time profile of every channel: class c rises, falls or is flat."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), n_per_class)
+    x = {}
+    for name, (t, c) in shapes.items():
+        profiles = np.stack([np.linspace(0, 1, t), np.linspace(1, 0, t), np.full(t, 0.5)])[:k]
+        x[name] = (profiles[y][:, :, None] * 10 + rng.normal(0, 0.3, (y.size, t, c))).astype(np.float32)
+    return x, y
+
+
+def sampleset(shapes, n_per_class, seed):
+    x, y = separable(shapes, n_per_class, seed)
+    inputs = {name: {"bands": [f"b{i}" for i in range(c)], "times": [f"2023-06-{d + 1:02d}" for d in range(t)]}
+              for name, (t, c) in shapes.items()}
+    return SampleSet(x=x, y=np.asarray(CLASS_IDS)[y], parcel_id=np.arange(y.size), tile_index=np.zeros(y.size, int),
+                     inputs=inputs, class_ids=CLASS_IDS, class_names=NAMES)
+
+
+@pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
+def test_tempcnn_builds_named_inputs_and_output_shape(shapes):
+    model = build("tempcnn", shapes, 4, TINY_CNN, seed=1)
+    assert sorted(i.name for i in model.inputs) == sorted(shapes)
+    x, _ = separable(shapes, 2, 0)
+    out = np.asarray(model(x, training=False))
+    assert out.shape == (6, 4)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+
+
+def test_tempcnn_softmax_stays_float32_under_mixed_precision():
+    import keras
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = build("tempcnn", DOUBLE, 3, TINY_CNN, seed=1)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    assert model.get_layer("s1_conv0").compute_dtype == "float16"
+    x, _ = separable(DOUBLE, 2, 0)
+    out = model(x, training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32" and tuple(out.shape) == (6, 3)
+
+
+@pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
+def test_rf_builds_and_predicts_shape(shapes):
+    est = build("rf", shapes, 3, TINY_RF, seed=1)
+    assert est.n_estimators == 25 and est.min_samples_split == 4 and est.max_features == "sqrt"
+    assert est.random_state == 1
+    x, y = separable(shapes, 10, 0)
+    features = flatten_inputs(x)
+    assert features.shape == (30, sum(t * c for t, c in shapes.values()))
+    est.fit(features, y)
+    assert est.predict_proba(features).shape == (30, 3)
+
+
+def test_rf_defaults_follow_the_study():
+    est = build("rf", SINGLE, 3, {}, seed=0)
+    assert (est.n_estimators, est.min_samples_split, est.max_features, est.n_jobs) == (200, 4, "sqrt", -1)
+
+
+def test_flatten_inputs_is_time_major_in_sorted_name_order():
+    x = {"s2": np.arange(6).reshape(1, 3, 2), "coh": np.array([[[100], [101]]])}
+    np.testing.assert_array_equal(flatten_inputs(x), [[100, 101, 0, 1, 2, 3, 4, 5]])
+
+
+@pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
+def test_tempcnn_training_steps_reduce_loss(shapes):
+    model = build("tempcnn", shapes, 3, TINY_CNN, seed=0)
+    training.compile_model(model, TINY_CNN)
+    x, y = separable(shapes, 20, 0)
+    x = {k: (v - v.min()) / (v.max() - v.min()) for k, v in x.items()}
+
+    def loss() -> float:
+        p = np.asarray(model(x, training=False))
+        return float(-np.mean(np.log(p[np.arange(y.size), y])))
+
+    before = loss()
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    assert loss() < before
+
+
+def test_tempcnn_seed_sets_initial_weights():
+    w0 = build("tempcnn", SINGLE, 3, TINY_CNN, seed=0).get_weights()
+    w0b = build("tempcnn", SINGLE, 3, TINY_CNN, seed=0).get_weights()
+    w1 = build("tempcnn", SINGLE, 3, TINY_CNN, seed=1).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(w0, w0b))
+    assert not np.array_equal(w0[0], w1[0])
+
+
+def test_rf_fit_beats_uniform_loss():
+    from sklearn.metrics import log_loss
+
+    x, y = separable(DOUBLE, 20, 0)
+    est = build("rf", DOUBLE, 3, TINY_RF, seed=0).fit(flatten_inputs(x), y)
+    p = est.predict_proba(flatten_inputs(x))
+    assert log_loss(y, p) < np.log(3) / 2
+    assert (p.argmax(axis=1) == y).all()
+
+
+def test_unknown_model_and_parameter():
+    with pytest.raises(ValueError, match="unknown model 'lstm'.*rf, tempcnn"):
+        build("lstm", SINGLE, 3, {}, seed=0)
+    with pytest.raises(ValueError, match=r"unknown parameters \['trees'\]"):
+        build("rf", SINGLE, 3, {"trees": 10}, seed=0)
+    assert set(MODELS) >= {"rf", "tempcnn"}
+    assert MODELS["rf"].family == "sklearn" and MODELS["tempcnn"].family == "keras"
+
+
+def test_encode_labels_and_class_weights():
+    np.testing.assert_array_equal(training.encode_labels(np.array([5, 1, 3, 5]), [1, 3, 5]), [2, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"class ids \[4\]"):
+        training.encode_labels(np.array([1, 4]), [1, 3, 5], "val")
+    w = training.inverse_frequency_weights(np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(w, [4 / (2 * 3), 4 / (2 * 1), 0.0])
+
+
+def check_bundle(bundle, name, train):
+    files = {p.name for p in bundle.iterdir()}
+    assert files == {models.MODEL_FILES[MODELS[name].family], "normalisation.json", "meta.json", "history.csv"}
+    meta = json.loads((bundle / "meta.json").read_text())
+    assert meta["name"] == name and meta["class_ids"] == CLASS_IDS and meta["class_names"] == NAMES
+    assert meta["inputs"] == train.inputs and meta["seed"] == 11
+    history = pd.read_csv(bundle / "history.csv")
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert meta["best_epoch"] == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    norm = json.loads((bundle / "normalisation.json").read_text())
+    np.testing.assert_allclose(norm["s2"]["min"], train.x["s2"].min(axis=(0, 1)))  # fitted on train only
+    np.testing.assert_allclose(norm["s2"]["max"], train.x["s2"].max(axis=(0, 1)))
+    return meta, history
+
+
+@pytest.mark.parametrize("name,params", [("rf", TINY_RF), ("tempcnn", TINY_CNN)])
+def test_bundle_round_trip_and_deterministic_training(tmp_path, name, params, caplog):
+    train, val, test = sampleset(DOUBLE, 20, 0), sampleset(DOUBLE, 6, 1), sampleset(DOUBLE, 5, 2)
+    params = {**params, "class_weights": True}
+    if name == "tempcnn":
+        params["mixed_precision"] = True  # no GPU here: must fall back to float32, logged
+    # in memory, then saved and read back: identical probabilities
+    trained = training.fit(name, train, val, params, seed=11)
+    before = trained.predict_proba(test.x)
+    trained.save(tmp_path / "saved")
+    loaded = load_trained(tmp_path / "saved")
+    after = loaded.predict_proba(test.x)
+    assert after.dtype == np.float32 and after.shape == (15, 3)
+    np.testing.assert_array_equal(after, before)
+    assert loaded.class_ids == CLASS_IDS and loaded.class_names == NAMES
+    np.testing.assert_array_equal(loaded.predict(test.x), np.asarray(CLASS_IDS)[before.argmax(axis=1)])
+    # a second training with the same seed, through train(): the same model
+    with caplog.at_level(logging.INFO, logger="cropflow.training"):
+        bundle = training.train(name, train, val, params, seed=11, out_dir=tmp_path / "bundle")
+    assert "class weights" in caplog.text
+    meta, history = check_bundle(bundle, name, train)
+    np.testing.assert_array_equal(load_trained(bundle).predict_proba(test.x), before)
+    if name == "rf":
+        assert len(history) == 1 and history["accuracy"].iloc[0] == 1.0
+        assert (loaded.predict(test.x) == test.y).all()
+        noise = {k: np.random.default_rng(5).normal(0, 5, v.shape).astype(np.float32) for k, v in test.x.items()}
+        other = training.fit(name, train, val, params, seed=12)
+        assert not np.array_equal(other.predict_proba(noise), trained.predict_proba(noise))
+    else:
+        assert len(history) == params["epochs"] and meta["epochs_run"] == params["epochs"]
+        assert meta["dtype_policy"] == "float32" and "no GPU is visible" in caplog.text
+        # the bundle holds the best-validation state: its val loss is the history's minimum
+        assert val_cross_entropy(load_trained(bundle), val) == pytest.approx(history["val_loss"].min(), rel=1e-4)
+
+
+def val_cross_entropy(trained, val):
+    p = trained.predict_proba(val.x).astype(np.float64)
+    return float(-np.mean(np.log(p[np.arange(len(val)), training.encode_labels(val.y, CLASS_IDS)])))
+
+
+def test_tempcnn_early_stopping_keeps_best_validation_epoch(tmp_path):
+    train, val = sampleset(SINGLE, 20, 0), sampleset(SINGLE, 6, 1)
+    val.y = np.asarray(CLASS_IDS)[[1, 2, 0]][val.y - 1]  # permuted labels: val loss only grows while fitting
+    bundle = training.train("tempcnn", train, val, {**TINY_CNN, "epochs": 4, "patience": 1}, seed=2,
+                            out_dir=tmp_path / "m")
+    meta = json.loads((bundle / "meta.json").read_text())
+    history = pd.read_csv(bundle / "history.csv")
+    assert meta["epochs_run"] == len(history) == 2  # stopped after one epoch without improvement
+    assert meta["best_epoch"] == 1 and history["val_loss"].iloc[1] > history["val_loss"].iloc[0]
+    assert val_cross_entropy(load_trained(bundle), val) == pytest.approx(history["val_loss"].iloc[0], rel=1e-4)
+
+
+def test_predict_marks_samples_without_observation(tmp_path):
+    train, val = sampleset(SINGLE, 10, 0), sampleset(SINGLE, 4, 1)
+    trained = training.fit("rf", train, val, TINY_RF, seed=0)
+    x = {"features": val.x["features"][:3].copy()}
+    x["features"][0] = np.nan
+    x["features"][1, 0, 0] = np.nan
+    proba = trained.predict_proba(x)
+    assert np.isnan(proba[0]).all() and np.isfinite(proba[1:]).all()
+    assert trained.predict(x, nodata=0)[0] == 0
+    with pytest.raises(ValueError, match=r"'features' must be \(N, 8, 5\)"):
+        trained.predict_proba({"features": np.zeros((2, 7, 5), np.float32)})
+    with pytest.raises(ValueError, match="missing"):
+        trained.predict_proba({"s1": np.zeros((2, 8, 5), np.float32)})
+
+
+def test_load_trained_missing_bundle(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_trained(tmp_path / "nope")
+
+
+def test_rf_class_absent_from_training_keeps_its_column(caplog):
+    train, val = sampleset(SINGLE, 10, 0), sampleset(SINGLE, 4, 1)
+    wider = SampleSet(x=train.x, y=train.y, parcel_id=train.parcel_id, tile_index=train.tile_index,
+                      inputs=train.inputs, class_ids=[*CLASS_IDS, 6], class_names=[*NAMES, "water"])
+    with caplog.at_level(logging.WARNING, logger="cropflow.training"):
+        trained = training.fit("rf", wider, val, TINY_RF, seed=0)
+    assert "[6] have no training sample" in caplog.text
+    proba = trained.predict_proba(val.x)
+    assert proba.shape == (12, 4) and (proba[:, 3] == 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(trained.predict(val.x), val.y)

@@ -1,0 +1,487 @@
+"""The ``cropflow`` command line: one subcommand per workflow stage, each a thin call into the package.
+
+Every Snakemake rule runs ``python -m cropflow <stage> ...``; the same commands work by hand.
+Heavy libraries are imported inside each command so that light stages start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("cropflow")
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help_text: str, args_fn: Callable[[argparse.ArgumentParser], None]):
+    """Register the decorated function as subcommand ``name`` whose arguments ``args_fn`` declares."""
+
+    def register(run: Callable[[argparse.Namespace], None]):
+        COMMANDS[name] = (run, args_fn, help_text)
+        return run
+
+    return register
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from err
+
+
+def _load_grid(path: str):
+    from cropflow.grid import ProjectGrid
+
+    with open(path) as f:
+        return ProjectGrid.from_dict(json.load(f))
+
+
+def _tile_grid(grid_path: str, tiles_path: str, tile: str):
+    import geopandas as gpd
+
+    from cropflow.grid import tile_grid
+
+    return tile_grid(_load_grid(grid_path), gpd.read_file(tiles_path), tile)
+
+
+def _threads(n: int | None) -> None:
+    """Cap the math libraries' thread pools to the cores the job was given."""
+    if not n:
+        return
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+    except (ImportError, RuntimeError):
+        pass
+
+
+# --- simulate -------------------------------------------------------------------------------------------
+
+def _simulate_args(p):
+    p.add_argument("--config", required=True, help="workflow config (its aoi, crs, resolution, season, seed, legend, simulate keys)")
+    p.add_argument("--out", required=True, help="output folder (e.g. data/demo)")
+
+
+@command("simulate", "write the deterministic demo inputs (parcels, S1 seam products, S2 L2A SAFEs)", _simulate_args)
+def _simulate(a):
+    import yaml
+
+    from cropflow.simulate import simulate
+
+    with open(a.config) as f:
+        cfg = yaml.safe_load(f)
+    summary = simulate(cfg["aoi"], a.out, crs=cfg["crs"], resolution=cfg["resolution"],
+                       season=(cfg["season"]["start"], cfg["season"]["end"]), seed=cfg["seed"],
+                       legend_path=cfg["legend"], **cfg.get("simulate", {}))
+    print(json.dumps(summary, indent=2, default=str))
+
+
+# --- inventory and grid ---------------------------------------------------------------------------------
+
+def _inventory_args(p):
+    p.add_argument("--s1", required=True)
+    p.add_argument("--s2", required=True)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
+    p.add_argument("--out-s1", required=True)
+    p.add_argument("--out-pairs", required=True)
+    p.add_argument("--out-s2", required=True)
+
+
+@command("inventory", "scan the input folders and write the product and pair tables", _inventory_args)
+def _inventory(a):
+    from cropflow import inventory
+
+    scenes, pairs = inventory.scan_s1_seam(a.s1, a.cache)
+    s2 = inventory.scan_s2(a.s2, a.cache)
+    for name, df, out in (("S1 scenes", scenes, a.out_s1), ("S2 products", s2, a.out_s2)):
+        season = inventory.in_season(df, *a.season)
+        log.info("%s: %d found, %d in the season %s..%s", name, len(df), len(season), *a.season)
+        inventory.write_inventory(df.assign(in_season=df.index.isin(season.index)), out)
+    inventory.write_inventory(pairs, a.out_pairs)
+
+
+def _grid_args(p):
+    p.add_argument("--aoi", required=True)
+    p.add_argument("--crs", default="auto")
+    p.add_argument("--resolution", type=float, required=True)
+    p.add_argument("--tile-size", type=float, required=True)
+    p.add_argument("--out-grid", required=True)
+    p.add_argument("--out-tiles", required=True)
+
+
+@command("grid", "project grid and tiles over the AOI", _grid_args)
+def _grid(a):
+    from cropflow.atomic import atomic_path
+    from cropflow.grid import make_tiles, project_grid, read_aoi
+
+    aoi = read_aoi(a.aoi)
+    grid = project_grid(aoi, a.crs, a.resolution)
+    tiles = make_tiles(grid, aoi, a.tile_size)
+    with atomic_path(a.out_grid) as tmp:
+        tmp.write_text(json.dumps(grid.to_dict(), indent=2))
+    with atomic_path(a.out_tiles) as tmp:
+        tiles.to_file(tmp, driver="GPKG", layer="tiles")
+    log.info("grid %s at %g m, %d x %d px, %d tiles", grid.crs, grid.resolution, grid.width, grid.height, len(tiles))
+
+
+# --- Sentinel-1 -----------------------------------------------------------------------------------------
+
+def _s1_import_args(p):
+    p.add_argument("--kind", choices=["scene", "pair"], required=True)
+    p.add_argument("--src", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--out", required=True)
+
+
+@command("s1-import", "validate an S1 seam product (scene C2 or pair coherence) and copy it into results", _s1_import_args)
+def _s1_import(a):
+    from cropflow import s1
+
+    grid = _load_grid(a.grid)
+    (s1.import_scene if a.kind == "scene" else s1.import_pair)(a.src, a.out, grid)
+
+
+def _s1_features_args(p):
+    p.add_argument("--c2", required=True)
+    p.add_argument("--features", nargs="+", required=True)
+    p.add_argument("--glcm", type=_json, default={"enabled": False})
+    p.add_argument("--window-rows", type=int, default=512)
+    p.add_argument("--out", required=True)
+
+
+@command("s1-features", "polarimetric features of one scene from its C2 raster", _s1_features_args)
+def _s1_features(a):
+    from cropflow import s1
+
+    s1.scene_features(a.c2, a.out, a.features, window_rows=a.window_rows, glcm=s1.glcm_options(a.glcm))
+
+
+# --- Sentinel-2 -----------------------------------------------------------------------------------------
+
+def _s2_args(p):
+    p.add_argument("--product", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--aoi", required=True)
+    p.add_argument("--bands", nargs="+", required=True)
+    p.add_argument("--invalid-scl", nargs="*", type=int, default=[])
+    p.add_argument("--cloud-scl", nargs="*", type=int, default=[])
+    p.add_argument("--max-cloud", type=float, required=True)
+    p.add_argument("--out-tif", required=True)
+    p.add_argument("--out-json", required=True)
+
+
+@command("s2", "an L2A product's bands on the project grid, SCL mask and cloud fraction over the AOI", _s2_args)
+def _s2(a):
+    from cropflow import s2
+    from cropflow.grid import read_aoi
+
+    s2.ingest_l2a(a.product, _load_grid(a.grid), read_aoi(a.aoi), a.bands, a.invalid_scl, a.cloud_scl,
+                  a.max_cloud, a.out_tif, a.out_json)
+
+
+def _s2_selection_args(p):
+    p.add_argument("--inputs", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+
+
+@command("s2-selection", "table of the S2 products' cloud fractions and whether each was stacked", _s2_selection_args)
+def _s2_selection(a):
+    import pandas as pd
+
+    from cropflow.atomic import atomic_path
+
+    rows = []
+    for path in a.inputs:
+        with open(path) as f:
+            rows.append(json.load(f))
+    table = pd.DataFrame(rows, columns=["scene", "datetime", "tile", "cloud_fraction", "valid_fraction",
+                                        "coverage", "used", "reason"])
+    with atomic_path(a.out) as tmp:
+        table.sort_values("datetime").to_csv(tmp, index=False)
+    log.info("%d S2 products, %d used", len(table), int(table["used"].sum()) if len(table) else 0)
+
+
+# --- labels and partition -------------------------------------------------------------------------------
+
+def _labels_args(p):
+    p.add_argument("--parcels", required=True)
+    p.add_argument("--label-field", required=True)
+    p.add_argument("--aoi", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--min-pixels", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--out-dropped", required=True)
+
+
+@command("labels", "clean the parcels (CRS, geometry, legend, AOI) and record every dropped parcel", _labels_args)
+def _labels(a):
+    import pandas as pd
+
+    from cropflow import labels, partition
+    from cropflow.grid import read_aoi
+    from cropflow.legend import Legend
+
+    grid = _load_grid(a.grid)
+    kept, dropped = labels.read_parcels(a.parcels, a.label_field, Legend.load(a.legend), grid.crs, read_aoi(a.aoi))
+    kept, small = labels.count_pixels(kept, grid, a.min_pixels)
+    partition.write_parcels(kept, a.out)
+    partition.write_dropped(pd.concat([dropped, small], ignore_index=True), a.out_dropped)
+
+
+def _partition_args(p):
+    p.add_argument("--parcels", required=True, help="cleaned parcels (labels stage)")
+    p.add_argument("--dropped", required=True)
+    p.add_argument("--input-parcels", required=True, help="the original parcel file, to account for every parcel")
+    p.add_argument("--legend", required=True)
+    p.add_argument("--cell-size", type=float, required=True)
+    p.add_argument("--fractions", type=_json, required=True)
+    p.add_argument("--candidates", type=int, default=500)
+    p.add_argument("--subsample", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True)
+    p.add_argument("--out-report", required=True, help="split report CSV (its JSON summary is written beside it)")
+    p.add_argument("--out-plot", required=True)
+
+
+@command("partition", "assign parcels to train/val/test by grid cell and write the split report", _partition_args)
+def _partition(a):
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+
+    from cropflow import partition
+    from cropflow.legend import Legend
+
+    parcels = gpd.read_file(a.parcels)
+    dropped = pd.read_csv(a.dropped)
+    n_input = int(pyogrio.read_info(a.input_parcels)["features"]) if not a.input_parcels.endswith(
+        (".parquet", ".geoparquet")) else len(gpd.read_parquet(a.input_parcels))
+    split = partition.partition(parcels, dropped, a.cell_size, a.fractions, a.candidates, a.subsample, a.seed)
+    partition.write_parcels(split, a.out)
+    partition.split_report(split, dropped, n_input, a.out_report, a.out_plot, Legend.load(a.legend))
+
+
+def _labels_tile_args(p):
+    p.add_argument("--parcels", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--tile", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--cropland-mask", default="none", help="land-cover raster (non-zero = cropland) or 'none'")
+    p.add_argument("--out-class", required=True)
+    p.add_argument("--out-parcel", required=True)
+    p.add_argument("--out-cropland", required=True)
+
+
+@command("labels-tile", "a tile's class, parcel-id and cropland rasters", _labels_tile_args)
+def _labels_tile(a):
+    import geopandas as gpd
+
+    from cropflow import labels
+    from cropflow.legend import Legend
+
+    grid = _tile_grid(a.grid, a.tiles, a.tile)
+    mask = None if a.cropland_mask in ("", "none") else a.cropland_mask
+    labels.write_label_tile(gpd.read_file(a.parcels), mask, grid, a.tile, a.out_class, a.out_parcel,
+                            a.out_cropland, Legend.load(a.legend))
+
+
+# --- stack and samples ----------------------------------------------------------------------------------
+
+def _stack_args(p):
+    p.add_argument("--tile", required=True)
+    p.add_argument("--grid", required=True)
+    p.add_argument("--tiles", required=True)
+    p.add_argument("--s1", nargs="*", default=[])
+    p.add_argument("--coh", nargs="*", default=[])
+    p.add_argument("--s2", nargs="*", default=[])
+    p.add_argument("--bands", type=_json, required=True, help='{"s1": [...], "coh": [...], "s2": [...]}')
+    p.add_argument("--dates", type=_json, required=True, help='{"s1": [ISO dates], ...} target dates')
+    p.add_argument("--mode", default="chronological")
+    p.add_argument("--gapfill", default="interpolate")
+    p.add_argument("--knn-k", type=int, default=4)
+    p.add_argument("--out", required=True)
+
+
+@command("stack", "a tile's feature cube (Zarr) from the per-scene products overlapping it", _stack_args)
+def _stack(a):
+    import numpy as np
+
+    from cropflow import stack
+
+    layers = {"s1": stack.s1_layers(a.s1, a.bands["s1"]), "coh": stack.coherence_layers(a.coh, a.bands["coh"]),
+              "s2": stack.s2_layers(a.s2, a.bands["s2"])}
+    targets = {s: list(np.array(d, dtype="datetime64[D]")) for s, d in a.dates.items()}
+    stack.build_cube(layers, a.bands, targets, _tile_grid(a.grid, a.tiles, a.tile), a.tile, a.out,
+                     mode=a.mode, gapfill=a.gapfill, knn_k=a.knn_k)
+
+
+def _samples_tile_args(p):
+    for name in ("cube", "classes", "parcel-ids", "parcels", "tiles", "tile", "legend", "out-train", "out-val",
+                 "out-test"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--pixels-per-parcel", type=int, default=0)
+    p.add_argument("--patch-size", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
+
+
+@command("samples-tile", "a tile's labelled samples for every split", _samples_tile_args)
+def _samples_tile(a):
+    import geopandas as gpd
+
+    from cropflow.legend import Legend
+    from cropflow.samples import tile_samples
+
+    tiles = list(gpd.read_file(a.tiles)["tile_id"])
+    tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, Legend.load(a.legend).ids,
+                 {"train": a.out_train, "val": a.out_val, "test": a.out_test},
+                 pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed)
+
+
+def _samples_merge_args(p):
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+
+@command("samples-merge", "merge the per-tile sample stores of one split", _samples_merge_args)
+def _samples_merge(a):
+    from cropflow.samples import merge_samples
+
+    n = merge_samples(a.inputs, a.out)
+    log.info("%d samples in %s", n, a.out)
+
+
+# --- models ---------------------------------------------------------------------------------------------
+
+def _train_args(p):
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+
+@command("train", "train one registered model on the train split, early-stopped on the validation split", _train_args)
+def _train(a):
+    _threads(a.threads)
+    from cropflow.sampleset import load_split
+    from cropflow.training import train
+
+    train(a.model, load_split(a.train), load_split(a.val), a.params, a.seed, a.out)
+
+
+def _evaluate_args(p):
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out-json", required=True)
+    p.add_argument("--out-png", required=True)
+
+
+@command("evaluate", "metrics of a trained model on the test split", _evaluate_args)
+def _evaluate(a):
+    from cropflow.metrics import evaluate_model
+    from cropflow.sampleset import load_split
+
+    evaluate_model(a.model_dir, load_split(a.test), a.out_json, a.out_png)
+
+
+def _infer_args(p):
+    p.add_argument("--cube", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--window-rows", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out-class", required=True)
+    p.add_argument("--out-proba", default=None)
+
+
+@command("infer", "classify a tile cube with a trained model, window by window", _infer_args)
+def _infer(a):
+    _threads(a.threads)
+    from cropflow.inference import infer_tile
+
+    infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend)
+
+
+def _mosaic_args(p):
+    p.add_argument("--maps", nargs="+", required=True)
+    p.add_argument("--cropland", nargs="*", default=[])
+    p.add_argument("--grid", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--majority", action="store_true")
+    p.add_argument("--mask-cropland", action="store_true")
+    p.add_argument("--out", required=True)
+
+
+@command("mosaic", "county mosaic of the tile maps with majority filter and cropland mask", _mosaic_args)
+def _mosaic(a):
+    from cropflow.mosaic import mosaic
+
+    mosaic(a.maps, _load_grid(a.grid), a.out, a.legend, a.majority, a.cropland if a.mask_cropland else None)
+
+
+# --- report figures -------------------------------------------------------------------------------------
+
+def _profiles_args(p):
+    p.add_argument("--train", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--out", required=True)
+
+
+@command("profiles", "temporal profiles per class and band from the train split", _profiles_args)
+def _profiles(a):
+    from cropflow.figures import temporal_profiles
+    from cropflow.sampleset import load_split
+
+    temporal_profiles(load_split(a.train), a.legend, a.out)
+
+
+def _quicklook_args(p):
+    p.add_argument("--mosaic", required=True)
+    p.add_argument("--legend", required=True)
+    p.add_argument("--out", required=True)
+
+
+@command("quicklook", "PNG quicklook of a class map", _quicklook_args)
+def _quicklook(a):
+    from cropflow.figures import quicklook
+
+    quicklook(a.mosaic, a.legend, a.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cropflow", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
+    for name, (run, args_fn, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        args_fn(sp)
+        sp.set_defaults(run=run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        log.error("%s", err)
+        return 1
+    return 0

@@ -1,0 +1,420 @@
+"""Scene inventories built when the DAG is built: Sentinel-2 L2A products and Sentinel-1 seam rasters.
+
+The Snakefile scans the input folders at parse time (no checkpoint per scene), so a new product adds
+exactly its own jobs. Parse-time code runs again in every cluster job, so metadata is read only for
+entries that are new or changed since the last scan: a JSON cache keyed by entry name, size and mtime
+(per scanned folder) holds the rest, and a scan of thousands of cached products costs a directory
+listing and a ``stat`` per product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import rasterio
+import rasterio.errors
+import rasterio.warp
+
+from cropflow.atomic import atomic_path
+from cropflow.s2 import L2A_NAME_RE, open_l2a, product_bounds, strip_product_suffix
+
+log = logging.getLogger(__name__)
+
+S2_COLUMNS = ["scene", "platform", "mgrs_tile", "datetime", "relative_orbit", "baseline", "path", "size",
+              "checksum", "west", "south", "east", "north"]
+S1_SCENE_COLUMNS = ["scene", "platform", "relative_orbit", "pass", "datetime", "path", "size", "checksum",
+                    "west", "south", "east", "north"]
+S1_PAIR_COLUMNS = ["pair", "platform", "relative_orbit", "reference", "secondary", "datetime_ref", "datetime_sec",
+                   "path", "size", "checksum", "west", "south", "east", "north"]
+PAIR_COLUMNS = ["pair", "platform", "relative_orbit", "reference", "secondary", "datetime_ref", "datetime_sec",
+                "days"]
+
+#: Sentinel-1 product name (the scene id at the S1 seam)
+S1_SCENE_RE = re.compile(
+    r"^(?P<platform>S1[A-D])_IW_SLC__1S(?P<pol>[DS][VH])_(?P<start>\d{8}T\d{6})_(?P<stop>\d{8}T\d{6})"
+    r"_(?P<orbit>\d{6})_(?P<datatake>[0-9A-F]{6})_(?P<crc>[0-9A-F]{4})$"
+)
+#: pair id ``R<relative orbit>_<YYYYMMDD reference>_<YYYYMMDD secondary>``
+PAIR_RE = re.compile(r"^R(?P<orbit>\d{3})_(?P<ref>\d{8})_(?P<sec>\d{8})$")
+#: absolute -> relative orbit: (absolute - offset) % 175 + 1 (Sentinel-1 12-day repeat cycle of 175 orbits)
+_S1_ORBIT_OFFSET = {"S1A": 73, "S1B": 27}
+_CACHE_VERSION = 1
+_HASH_LIMIT = 64 * 2**20
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _bounds_4326(src: rasterio.io.DatasetReader) -> dict[str, float]:
+    w, s, e, n = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    return {"west": w, "south": s, "east": e, "north": n}
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+
+class _Cache:
+    """Records of one scanned folder in a JSON file shared by several folders and sensors.
+
+    An entry is reused when its stamp (sizes and mtimes) is unchanged; ``save`` writes the file
+    atomically, only if something changed, keeping only the entries seen in this scan.
+    """
+
+    def __init__(self, path: str | os.PathLike, section: str):
+        self.path, self.section = Path(path), section
+        self.doc = self._load()
+        self.old: dict = self.doc["sections"].get(section, {})
+        self.new: dict = {}
+
+    def _load(self) -> dict:
+        if not self.path.exists():
+            return {"version": _CACHE_VERSION, "sections": {}}
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("version") == _CACHE_VERSION and isinstance(doc.get("sections"), dict):
+                return doc
+            log.warning("inventory cache %s has another version: rebuilding it", self.path)
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+            log.warning("inventory cache %s is unreadable (%s): rebuilding it", self.path, err)
+        return {"version": _CACHE_VERSION, "sections": {}}
+
+    def get(self, key: str, stamp: list) -> dict | None:
+        hit = self.old.get(key)
+        if hit is not None and hit.get("stamp") == stamp:
+            self.new[key] = hit
+            return hit["record"]
+        return None
+
+    def put(self, key: str, stamp: list, record: dict) -> None:
+        self.new[key] = {"stamp": stamp, "record": record}
+
+    def save(self) -> None:
+        if self.new == self.old:
+            return
+        self.doc["sections"][self.section] = self.new
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.doc, separators=(",", ":")))
+
+
+def _scan(folder: str | os.PathLike, cache_path: str | os.PathLike, sensor: str,
+          classify: Callable[[os.DirEntry], str | None], stamp: Callable[[os.DirEntry, str], list],
+          read: Callable[[Path, str], dict]) -> list[dict]:
+    """Records of the entries of ``folder`` that ``classify`` recognises (kind), read or taken from the cache."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{sensor} input folder {root} does not exist: set config inputs.{sensor.lower()}")
+    cache = _Cache(cache_path, f"{sensor}:{root.resolve()}")
+    records, fresh = [], []
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        kind = classify(entry)
+        if kind is None:
+            log.debug("%s: %s is not a %s product, ignored", root, entry.name, sensor)
+            continue
+        st = stamp(entry, kind)
+        record = cache.get(entry.name, st)
+        if record is None:
+            fresh.append((entry, kind, st))
+        else:
+            records.append(record)
+    for i, (entry, kind, st) in enumerate(fresh, start=1):
+        record = read(Path(entry.path), kind)
+        cache.put(entry.name, st, record)
+        records.append(record)
+        if i % 100 == 0 or i == len(fresh):
+            log.info("%s: read metadata of %d/%d new or changed entries", root, i, len(fresh))
+    cache.save()
+    prefix = str(root)
+    return [{**record, "path": os.path.join(prefix, record["entry"])} for record in records]
+
+
+# -------------------------------------------------------------------------------------------------- S2
+
+
+def _s2_kind(entry: os.DirEntry) -> str | None:
+    name = entry.name
+    if name.startswith("."):
+        return None
+    if name.endswith(".SAFE") and entry.is_dir():
+        kind = "dir"
+    elif name.endswith(".zip") and entry.is_file():
+        kind = "zip"
+    else:
+        return None
+    if L2A_NAME_RE.match(strip_product_suffix(name)) is None:
+        if "_MSIL1C_" in name:
+            log.info("%s is a Level-1C product: the L2A inventory skips it (run Sen2Cor on it first)", entry.path)
+        return None
+    return kind
+
+
+def _s2_stamp(entry: os.DirEntry, kind: str) -> list:
+    st = entry.stat()
+    if kind == "zip":
+        return [st.st_size, st.st_mtime_ns]
+    try:
+        mtd = os.stat(os.path.join(entry.path, "MTD_MSIL2A.xml"))
+    except FileNotFoundError:
+        return [st.st_mtime_ns, None, None]
+    return [st.st_mtime_ns, mtd.st_size, mtd.st_mtime_ns]
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _read_s2_record(path: Path, kind: str) -> dict:
+    """Product-level metadata of one L2A product (the expensive part of a scan)."""
+    try:
+        product = open_l2a(path)
+        west, south, east, north = product_bounds(product)
+    except (OSError, ValueError, KeyError, rasterio.errors.RasterioError) as err:
+        raise ValueError(f"{path}: unreadable Sentinel-2 L2A product ({err}); re-download it or remove it "
+                         f"from {path.parent}") from err
+    return {"entry": path.name, "scene": product.name, "platform": product.platform, "mgrs_tile": product.mgrs_tile,
+            "datetime": _iso(product.datetime), "relative_orbit": product.relative_orbit,
+            "baseline": product.baseline, "size": _tree_size(path), "checksum": product.metadata_sha256,
+            "west": west, "south": south, "east": east, "north": north}
+
+
+def _keep_newest_baseline(df: pd.DataFrame) -> pd.DataFrame:
+    """One product per acquisition (platform, tile, orbit, sensing time): the newest processing baseline
+    (then the newest generation time) is kept; every dropped product is logged."""
+    if df.empty:
+        return df
+    order = df.assign(
+        _baseline=df["baseline"].map(lambda b: tuple(int(p) for p in str(b).split("."))),
+        _generation=df["scene"].str.extract(r"_(\d{8}T\d{6})$", expand=False).fillna(""),
+    ).sort_values(["_baseline", "_generation"])
+    key = ["platform", "mgrs_tile", "relative_orbit", "datetime"]
+    dup = order.duplicated(key, keep="last")
+    kept = order[~dup].set_index(key)["scene"]
+    for _, row in order[dup].iterrows():
+        log.warning("%s (baseline %s) is left out: %s is the same acquisition with the newest processing baseline",
+                    row["path"], row["baseline"], kept.loc[tuple(row[k] for k in key)])
+    return df.loc[order.index[~dup]]
+
+
+def scan_s2(folder: str | os.PathLike, cache_path: str | os.PathLike) -> pd.DataFrame:
+    """Inventory of the Sentinel-2 L2A products (``*.SAFE`` folders, ``*.zip``) directly in ``folder``.
+
+    Columns ``S2_COLUMNS``: scene (product name), platform, mgrs_tile, datetime (UTC ISO), relative_orbit,
+    baseline, path, size (bytes of the zip or of the folder's files), checksum (sha256 of
+    MTD_MSIL2A.xml), west/south/east/north (bounds of the product's rasters in EPSG:4326). Metadata is
+    read only for entries missing from the cache ``cache_path`` or whose stamp changed (zip: size and
+    mtime; folder: folder mtime, MTD_MSIL2A.xml size and mtime). Entries that are not L2A product names
+    are ignored (debug log); a product that cannot be read raises ValueError naming it. Of several
+    products of one acquisition, only the newest processing baseline is kept (logged).
+    """
+    # the reader is looked up at call time so that it can be wrapped (e.g. counted in tests)
+    records = _scan(folder, cache_path, "S2", _s2_kind, _s2_stamp, lambda p, k: _read_s2_record(p, k))
+    df = pd.DataFrame(records, columns=S2_COLUMNS)
+    df = _keep_newest_baseline(df)
+    return df.sort_values(["datetime", "scene"]).reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------------------- S1
+
+
+def s1_relative_orbit(platform: str, absolute_orbit: int) -> int | None:
+    """Relative orbit of a Sentinel-1 absolute orbit: (abs - 73) % 175 + 1 (S1A), (abs - 27) % 175 + 1 (S1B);
+    None for a platform without a known offset."""
+    offset = _S1_ORBIT_OFFSET.get(platform)
+    return None if offset is None else (absolute_orbit - offset) % 175 + 1
+
+
+def _s1_kind(entry: os.DirEntry) -> str | None:
+    if not entry.is_file() or entry.name.startswith("."):
+        return None
+    if entry.name.endswith("_C2.tif") and S1_SCENE_RE.match(entry.name.removesuffix("_C2.tif")):
+        return "scene"
+    if entry.name.endswith("_coh.tif") and PAIR_RE.match(entry.name.removesuffix("_coh.tif")):
+        return "pair"
+    return None
+
+
+def _file_stamp(entry: os.DirEntry, kind: str) -> list:
+    st = entry.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file smaller than 64 MiB; for larger files, of its first 64 MiB followed by its size
+    in bytes as decimal text (a fast fingerprint, not a full-content hash)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        remaining = min(size, _HASH_LIMIT)
+        while remaining > 0:
+            chunk = f.read(min(remaining, 2**20))
+            if not chunk:
+                break
+            h.update(chunk)
+            remaining -= len(chunk)
+    if size >= _HASH_LIMIT:
+        h.update(str(size).encode())
+    return h.hexdigest()
+
+
+def _s1_time(stamp: str) -> str:
+    return _iso(datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc))
+
+
+def _read_s1_record(path: Path, kind: str) -> dict:
+    """Metadata of one S1 seam raster: names parsed, tags checked against them, bounds, checksum."""
+    try:
+        with rasterio.open(path) as src:
+            tags = src.tags()
+            if src.crs is None:
+                raise ValueError("it has no CRS")
+            bounds = _bounds_4326(src)
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"{path}: unreadable raster ({err}); rewrite it or remove it from {path.parent}") from err
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; rewrite it or remove it from {path.parent}") from err
+    record = {"entry": path.name, "size": path.stat().st_size, "checksum": file_checksum(path), **bounds}
+    if kind == "scene":
+        scene = path.name.removesuffix("_C2.tif")
+        m = S1_SCENE_RE.match(scene)
+        assert m is not None
+        orbit = s1_relative_orbit(m["platform"], int(m["orbit"]))
+        tagged = tags.get("RELATIVE_ORBIT")
+        if tagged is None and orbit is None:
+            raise ValueError(f"{path}: tag RELATIVE_ORBIT is missing; write it (see the S1 seam format)")
+        if tagged is not None and orbit is not None and int(tagged) != orbit:
+            raise ValueError(f"{path}: tag RELATIVE_ORBIT={tagged} but absolute orbit {int(m['orbit'])} of "
+                             f"{m['platform']} is relative orbit {orbit}; fix the tag")
+        direction = tags.get("PASS", "").upper()
+        if direction not in ("ASCENDING", "DESCENDING"):
+            raise ValueError(f"{path}: tag PASS must be ASCENDING or DESCENDING (found {direction!r}); write it")
+        return {**record, "scene": scene, "platform": m["platform"],
+                "relative_orbit": orbit if orbit is not None else int(tagged), "pass": direction,
+                "datetime": _s1_time(m["start"])}
+    pair = path.name.removesuffix("_coh.tif")
+    missing = [t for t in ("REFERENCE", "SECONDARY") if not tags.get(t)]
+    if missing:
+        raise ValueError(f"{path}: tag {' and '.join(missing)} missing; write the scene ids of the pair")
+    return {**record, "pair": pair, "reference": tags["REFERENCE"], "secondary": tags["SECONDARY"]}
+
+
+def _validate_pairs(pairs: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
+    """Complete the pairs from their scenes; each must join consecutive scenes of one platform and track."""
+    consecutive = {(r.reference, r.secondary) for r in _consecutive(scenes).itertuples()}
+    by_id = scenes.set_index("scene")
+    rows = []
+    for p in pairs.to_dict("records"):
+        for role in ("reference", "secondary"):
+            if p[role] not in by_id.index:
+                raise ValueError(f"{p['path']}: its {role} scene {p[role]} has no {p[role]}_C2.tif in the S1 "
+                                 f"folder; add the scene or remove the pair")
+        ref, sec = by_id.loc[p["reference"]], by_id.loc[p["secondary"]]
+        expected = (f"R{ref['relative_orbit']:03d}_{ref['datetime'][:10].replace('-', '')}_"
+                    f"{sec['datetime'][:10].replace('-', '')}")
+        if (p["reference"], p["secondary"]) not in consecutive or expected != p["pair"]:
+            raise ValueError(
+                f"{p['path']}: reference {p['reference']} ({ref['platform']} R{ref['relative_orbit']:03d} "
+                f"{ref['datetime'][:10]}) and secondary {p['secondary']} ({sec['platform']} "
+                f"R{sec['relative_orbit']:03d} {sec['datetime'][:10]}) are not consecutive acquisitions of one "
+                f"platform and relative orbit, or the file is not named {expected}: remove or rename it"
+            )
+        rows.append({**p, "platform": ref["platform"], "relative_orbit": int(ref["relative_orbit"]),
+                     "datetime_ref": ref["datetime"], "datetime_sec": sec["datetime"]})
+    return pd.DataFrame(rows, columns=S1_PAIR_COLUMNS)
+
+
+def scan_s1_seam(folder: str | os.PathLike, cache_path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Inventory of the Sentinel-1 seam folder: scenes (``<scene>_C2.tif``) and pairs (``<pair>_coh.tif``).
+
+    Scenes (``S1_SCENE_COLUMNS``): scene, platform, relative_orbit (from the absolute orbit in the name,
+    checked against the RELATIVE_ORBIT tag), pass (PASS tag), datetime (start time in the name, UTC ISO),
+    path, size, checksum, west/south/east/north (raster bounds in EPSG:4326). The checksum is the sha256 of
+    the file when it is smaller than 64 MiB, else of its first 64 MiB followed by its size (``file_checksum``).
+    Pairs (``S1_PAIR_COLUMNS``): pair, platform, relative_orbit, reference, secondary (REFERENCE/SECONDARY
+    tags), datetime_ref, datetime_sec, path, size, checksum, bounds. A pair whose scenes are missing or are
+    not consecutive acquisitions of one platform and relative orbit, or whose id does not match them,
+    raises ValueError naming the file. Tags are read only for new or changed files (cache as ``scan_s2``).
+    """
+    records = _scan(folder, cache_path, "S1", _s1_kind, _file_stamp, lambda p, k: _read_s1_record(p, k))
+    scenes = pd.DataFrame([r for r in records if "scene" in r], columns=S1_SCENE_COLUMNS)
+    scenes = scenes.sort_values(["datetime", "scene"]).reset_index(drop=True)
+    pairs = pd.DataFrame([r for r in records if "pair" in r], columns=S1_PAIR_COLUMNS)
+    pairs = _validate_pairs(pairs, scenes).sort_values(["datetime_ref", "pair"]).reset_index(drop=True)
+    return scenes, pairs
+
+
+def _consecutive(scenes: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of acquisitions that follow each other on one platform and relative orbit (one scene per
+    date and track; later same-day scenes are logged and left out)."""
+    rows = []
+    for (platform, orbit), group in scenes.groupby(["platform", "relative_orbit"], sort=True):
+        group = group.assign(time=pd.to_datetime(group["datetime"], utc=True)).sort_values("time")
+        day = group["time"].dt.strftime("%Y%m%d")
+        for _, row in group[day.duplicated()].iterrows():
+            log.warning("%s: another %s scene of relative orbit %d was acquired the same day; it is not paired",
+                        row["scene"], platform, orbit)
+        group = group[~day.duplicated()]
+        for ref, sec in zip(group.itertuples(), group.iloc[1:].itertuples()):
+            rows.append({"pair": f"R{int(orbit):03d}_{ref.time:%Y%m%d}_{sec.time:%Y%m%d}", "platform": platform,
+                         "relative_orbit": int(orbit), "reference": ref.scene, "secondary": sec.scene,
+                         "datetime_ref": ref.datetime, "datetime_sec": sec.datetime,
+                         "days": (sec.time - ref.time).total_seconds() / 86400.0})
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def expected_pairs(scenes: pd.DataFrame, max_days: float = 12.5) -> pd.DataFrame:
+    """Consecutive same-platform, same-relative-orbit pairs at most ``max_days`` apart (``PAIR_COLUMNS``,
+    pair id ``R032_YYYYMMDD_YYYYMMDD``), e.g. to check that every expected coherence pair is present."""
+    pairs = _consecutive(scenes)
+    return pairs[pairs["days"] <= max_days].sort_values(["datetime_ref", "pair"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------- table helpers
+
+
+def _month_day(text: str, key: str) -> int:
+    m = re.fullmatch(r"(\d{2})-(\d{2})", str(text))
+    if m is None or not (1 <= int(m[1]) <= 12 and 1 <= int(m[2]) <= 31):
+        raise ValueError(f"season {key} {text!r}: write it as MM-DD, e.g. \"05-06\" (config season.{key})")
+    return int(m[1]) * 100 + int(m[2])
+
+
+def in_season(df: pd.DataFrame, start_mmdd: str, end_mmdd: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows whose dates fall between ``start_mmdd`` and ``end_mmdd`` (inclusive, MM-DD, any year; a start
+    after the end wraps over the new year). ``columns`` default: ``datetime``, or both ``datetime_ref`` and
+    ``datetime_sec`` for pairs (both must be in season)."""
+    start, end = _month_day(start_mmdd, "start"), _month_day(end_mmdd, "end")
+    if columns is None:
+        columns = ["datetime"] if "datetime" in df.columns else ["datetime_ref", "datetime_sec"]
+    keep = pd.Series(True, index=df.index)
+    for col in columns:
+        t = pd.to_datetime(df[col], utc=True)
+        md = t.dt.month * 100 + t.dt.day
+        keep &= (md >= start) & (md <= end) if start <= end else (md >= start) | (md <= end)
+    return df[keep]
+
+
+def scenes_for_tile(df: pd.DataFrame, tile_bounds_4326: Sequence[float]) -> list[str]:
+    """Ids (``scene`` or ``pair`` column) whose footprint bounds overlap the tile's bounds (west, south,
+    east, north in EPSG:4326) with a positive area. Footprints crossing the antimeridian are not handled."""
+    w, s, e, n = tile_bounds_4326
+    hit = (df["west"] < e) & (df["east"] > w) & (df["south"] < n) & (df["north"] > s)
+    key = "scene" if "scene" in df.columns else "pair"
+    return df.loc[hit, key].tolist()
+
+
+def write_inventory(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write an inventory table as CSV atomically."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)

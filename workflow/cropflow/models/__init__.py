@@ -1,0 +1,279 @@
+"""Model registry and trained-model bundles.
+
+Every model lives in its own module of this package with one builder signature::
+
+    build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int)
+
+``inputs`` maps input name -> per-sample shape (T, C); the builder returns an unfitted scikit-learn estimator
+(family "sklearn") or an uncompiled keras.Model (family "keras") whose softmax output has ``n_classes``
+columns. :data:`MODELS` is the registry; :func:`build` resolves a name and its parameters.
+
+A trained model is stored as a bundle folder (written by ``cropflow.training.train``)::
+
+    model.keras | model.joblib   the fitted model
+    normalisation.json           per-input min-max ranges fitted on the training split
+    meta.json                    name, family, class_ids, class_names, inputs, params, seed, best_epoch, ...
+    history.csv                  per-epoch loss / accuracy (one row for the random forest)
+
+:func:`load_trained` reads it back as a :class:`TrainedModel`, which predicts from raw inputs.
+Keras (and so TensorFlow) is imported only when a keras model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from cropflow import normalisation as norm_mod
+from cropflow.atomic import atomic_path
+from cropflow.models import rf, tempcnn
+
+log = logging.getLogger(__name__)
+
+Family = Literal["sklearn", "keras"]
+MODEL_FILES: dict[str, str] = {"sklearn": "model.joblib", "keras": "model.keras"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its name, family, builder and default parameters (model + training keys)."""
+
+    name: str
+    family: Family
+    build: Callable[..., object]
+    defaults: Mapping[str, object] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "rf": ModelSpec("rf", rf.FAMILY, rf.build, dict(rf.DEFAULTS)),
+    "tempcnn": ModelSpec("tempcnn", tempcnn.FAMILY, tempcnn.build, dict(tempcnn.DEFAULTS)),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``; ValueError listing the registered models otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model '{name}'; registered models: {', '.join(sorted(MODELS))} "
+                         "(fix models.enabled in the config)") from None
+
+
+def resolve_params(name: str, params: Mapping[str, object] | None) -> dict[str, object]:
+    """The model's defaults overridden by ``params``; ValueError for keys the model does not know."""
+    spec = get_spec(name)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        raise ValueError(f"model '{name}': unknown parameters {unknown} (known: {sorted(spec.defaults)}); "
+                         f"fix models.{name} in the config")
+    return {**spec.defaults, **params}
+
+
+def build(name: str, inputs: Mapping[str, tuple[int, ...]], n_classes: int,
+          params: Mapping[str, object] | None = None, seed: int = 0):
+    """Build the registered model ``name`` for ``inputs`` {name: (T, C)} and ``n_classes`` outputs."""
+    spec = get_spec(name)
+    if not inputs:
+        raise ValueError(f"model '{name}': no inputs given")
+    return spec.build({k: tuple(int(s) for s in v) for k, v in inputs.items()}, int(n_classes),
+                      resolve_params(name, params), int(seed))
+
+
+class TrainedModel:
+    """A fitted model with the normalisation and class order it was trained with.
+
+    ``predict_proba`` takes raw inputs {name: (N, T, C)}, applies the bundle's normalisation and returns
+    (N, K) float32 probabilities whose columns follow ``class_ids`` (legend ids). Missing values (NaN/inf):
+    a sample without any finite value has no observation and gets NaN probabilities (``predict`` gives it
+    ``nodata``); gaps in an otherwise observed sample are set to 0 after normalisation (the training
+    minimum, as during training) and their count is logged as a warning.
+    """
+
+    def __init__(self, model, meta: Mapping[str, object], normalisation: Mapping[str, norm_mod.MinMax],
+                 history: pd.DataFrame | None = None) -> None:
+        self.model = model
+        self.meta = dict(meta)
+        self.normalisation = dict(normalisation)
+        self.history = history
+        for key in ("name", "family", "class_ids", "inputs"):
+            if key not in self.meta:
+                raise ValueError(f"model metadata lacks '{key}'")
+        if self.meta["family"] not in MODEL_FILES:
+            raise ValueError(f"model metadata: unknown family {self.meta['family']!r}")
+        missing = sorted(set(self.meta["inputs"]) - set(self.normalisation))
+        if missing:
+            raise ValueError(f"model '{self.name}': no normalisation for inputs {missing}")
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def family(self) -> Family:
+        return self.meta["family"]  # type: ignore[return-value]
+
+    @property
+    def class_ids(self) -> list[int]:
+        return [int(c) for c in self.meta["class_ids"]]
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.meta.get("class_names")
+        return [str(n) for n in names] if names else [str(c) for c in self.class_ids]
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, int]]:
+        """Per-sample shape (T, C) of every input the model was trained on."""
+        shapes = self.meta.get("shapes")
+        if shapes:
+            return {k: tuple(int(s) for s in v) for k, v in shapes.items()}  # type: ignore[misc]
+        return {k: (len(v["times"]), len(v["bands"])) for k, v in self.meta["inputs"].items()}
+
+    # ------------------------------------------------------------------------------------------- prediction
+
+    def _check(self, x: Mapping[str, np.ndarray]) -> int:
+        shapes = self.input_shapes
+        missing = sorted(set(shapes) - set(x))
+        if missing:
+            raise ValueError(f"model '{self.name}' needs inputs {sorted(shapes)}; missing {missing}")
+        n = None
+        for name, shape in shapes.items():
+            a = x[name]
+            if a.ndim != 3 or tuple(a.shape[1:]) != shape:
+                raise ValueError(f"model '{self.name}': input '{name}' must be (N, {shape[0]}, {shape[1]}) "
+                                 f"(time steps, bands of training), got {a.shape}")
+            if n is not None and a.shape[0] != n:
+                raise ValueError(f"model '{self.name}': inputs have different sample counts")
+            n = a.shape[0]
+        return int(n or 0)
+
+    def predict_proba_normalised(self, xn: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+        """(N, K) float32 probabilities of already normalised, finite inputs (no checks, no masking)."""
+        k = len(self.class_ids)
+        if self.family == "keras":
+            p = self.model.predict(dict(xn), batch_size=batch_size, verbose=0)
+            return np.asarray(p, dtype=np.float32).reshape(-1, k)
+        p = self.model.predict_proba(rf.flatten_inputs(xn))
+        out = np.zeros((p.shape[0], k), dtype=np.float32)
+        out[:, np.asarray(self.model.classes_, dtype=int)] = p  # classes absent from training stay at 0
+        return out
+
+    def predict_proba(self, x: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+        """(N, K) float32 class probabilities (columns = ``class_ids``) of raw inputs {name: (N, T, C)}.
+
+        Inputs not used by the model are ignored. Rows of samples without any finite value are NaN.
+        """
+        n = self._check(x)
+        k = len(self.class_ids)
+        used = {name: np.asarray(x[name]) for name in self.input_shapes}
+        xn, miss = norm_mod.apply_inputs(used, self.normalisation)
+        any_miss = np.zeros(n, dtype=bool)
+        all_miss = np.ones(n, dtype=bool)
+        for m in miss.values():
+            flat = m.reshape(n, -1)
+            any_miss |= flat.any(axis=1)
+            all_miss &= flat.all(axis=1)
+        partial = int((any_miss & ~all_miss).sum())
+        if partial:
+            log.warning("model '%s': %d of %d samples have missing values, set to 0 after normalisation",
+                        self.name, partial, n)
+        proba = np.full((n, k), np.nan, dtype=np.float32)
+        valid = ~all_miss
+        if n and valid.all():
+            proba[:] = self.predict_proba_normalised(xn, batch_size)
+        elif valid.any():
+            proba[valid] = self.predict_proba_normalised({name: a[valid] for name, a in xn.items()}, batch_size)
+        return proba
+
+    def predict(self, x: Mapping[str, np.ndarray], nodata: int = 0, batch_size: int = 4096) -> np.ndarray:
+        """Legend class ids (N,) of the most probable class; ``nodata`` for samples without observations."""
+        proba = self.predict_proba(x, batch_size)
+        ids = np.asarray(self.class_ids)
+        valid = ~np.isnan(proba).any(axis=1)
+        out = np.full(proba.shape[0], nodata, dtype=ids.dtype)
+        out[valid] = ids[np.argmax(proba[valid], axis=1)]
+        return out
+
+    # ------------------------------------------------------------------------------------------- storage
+
+    def write_into(self, folder: str | os.PathLike) -> None:
+        """Write the bundle files into an existing folder (no atomicity; see :meth:`save`)."""
+        folder = Path(folder)
+        model_path = folder / MODEL_FILES[self.family]
+        if self.family == "keras":
+            self.model.save(model_path)
+        else:
+            import joblib
+
+            joblib.dump(self.model, model_path)
+        (folder / "normalisation.json").write_text(json.dumps(norm_mod.to_json(self.normalisation), indent=2) + "\n")
+        (folder / "meta.json").write_text(json.dumps(_jsonable(self.meta), indent=2) + "\n")
+        if self.history is not None:
+            self.history.to_csv(folder / "history.csv", index=False)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the bundle folder atomically to ``path`` (replacing an older bundle)."""
+        with atomic_path(path, directory=True) as tmp:
+            tmp.mkdir()
+            self.write_into(tmp)
+        return Path(path)
+
+
+def _jsonable(obj):
+    """Plain JSON types (numpy scalars/arrays to Python, tuples to lists, NaN to null)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def load_trained(path: str | os.PathLike) -> TrainedModel:
+    """Read a model bundle folder written by ``cropflow.training.train``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model bundle {path} not found: run the train stage for this model")
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"model bundle {path} has no meta.json: retrain the model")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err}); retrain the model") from err
+    family = meta.get("family")
+    if family not in MODEL_FILES:
+        raise ValueError(f"{meta_path}: unknown model family {family!r} (known: {sorted(MODEL_FILES)})")
+    model_path = path / MODEL_FILES[family]
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model bundle {path} has no {model_path.name}: retrain the model")
+    if family == "keras":
+        import keras  # deferred: loads TensorFlow
+
+        model = keras.saving.load_model(model_path)
+    else:
+        import joblib
+
+        model = joblib.load(model_path)
+    normalisation = norm_mod.load_normalisation(path / "normalisation.json")
+    history_path = path / "history.csv"
+    history = pd.read_csv(history_path) if history_path.is_file() else None
+    try:
+        return TrainedModel(model, meta, normalisation, history)
+    except ValueError as err:
+        raise ValueError(f"model bundle {path}: {err}") from err
+
+
+__all__ = ["MODELS", "ModelSpec", "TrainedModel", "build", "get_spec", "load_trained", "resolve_params"]

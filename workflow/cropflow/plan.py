@@ -1,0 +1,111 @@
+"""The workflow's plan, computed when the DAG is built: grid, tiles, inventories and which scenes feed which tile.
+
+This runs at parse time in every Snakemake invocation (and again inside every cluster job), so it only
+reads the AOI and product names/metadata through the inventory cache: no raster is opened here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from cropflow import inventory
+from cropflow.grid import ProjectGrid, make_tiles, project_grid, read_aoi
+from cropflow.stack import regular_dates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    grid: ProjectGrid
+    tiles: gpd.GeoDataFrame
+    s1_scenes: pd.DataFrame
+    s1_pairs: pd.DataFrame
+    s2_scenes: pd.DataFrame
+    tile_inputs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    target_dates: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def tile_ids(self) -> list[str]:
+        return list(self.tiles["tile_id"])
+
+
+def _tile_footprints(tiles: gpd.GeoDataFrame) -> list[shapely.Geometry]:
+    return list(tiles.to_crs("EPSG:4326").geometry)
+
+
+def _overlapping(df: pd.DataFrame, key: str, footprint: shapely.Geometry) -> list[str]:
+    if df.empty:
+        return []
+    boxes = shapely.box(df["west"].to_numpy(), df["south"].to_numpy(), df["east"].to_numpy(), df["north"].to_numpy())
+    return sorted(df.loc[shapely.intersects(boxes, footprint), key])
+
+
+def _season_year(*frames: pd.DataFrame) -> int:
+    years = sorted({pd.Timestamp(t).year for df in frames if not df.empty for t in df["datetime"]})
+    if len(years) > 1:
+        log.warning("products from several years %s: the season's dates use %d", years, years[0])
+    return years[0] if years else pd.Timestamp.now().year
+
+
+def build_plan(config: dict) -> Plan:
+    """Everything the DAG needs to know before any job runs."""
+    aoi = read_aoi(config["aoi"])
+    grid = project_grid(aoi, config["crs"], config["resolution"])
+    tiles = make_tiles(grid, aoi, config["grid"]["tile_size"])
+    cache = config["inputs"]["cache"]
+    season = config["season"]
+    s1_scenes, s1_pairs = inventory.scan_s1_seam(config["inputs"]["s1"], cache)
+    s2_scenes = inventory.scan_s2(config["inputs"]["s2"], cache)
+    s1_scenes = inventory.in_season(s1_scenes, season["start"], season["end"])
+    s2_scenes = inventory.in_season(s2_scenes, season["start"], season["end"])
+    if not s1_pairs.empty:
+        kept = set(s1_scenes["scene"])
+        s1_pairs = s1_pairs[s1_pairs["reference"].isin(kept) & s1_pairs["secondary"].isin(kept)]
+    plan = Plan(grid, tiles, s1_scenes.reset_index(drop=True), s1_pairs.reset_index(drop=True),
+                s2_scenes.reset_index(drop=True))
+    for tile, footprint in zip(tiles["tile_id"], _tile_footprints(tiles)):
+        plan.tile_inputs[tile] = {
+            "s1": _overlapping(s1_scenes, "scene", footprint),
+            "coh": _overlapping(s1_pairs, "pair", footprint),
+            "s2": _overlapping(s2_scenes, "scene", footprint),
+        }
+    plan.target_dates = target_dates(config, plan)
+    return plan
+
+
+def target_dates(config: dict, plan: Plan) -> dict[str, list[str]]:
+    """Target dates per source: a regular grid over the season, or the inventory's acquisition dates."""
+    stack, season = config["stack"], config["season"]
+    year = _season_year(plan.s1_scenes, plan.s2_scenes)
+    if stack["time_axis"] == "regular":
+        days = [str(d) for d in regular_dates(year, season["start"], season["end"], stack["step_days"])]
+        return {s: days for s in ("s1", "coh", "s2")}
+    acquired = {
+        "s1": {str(pd.Timestamp(t).date()) for t in plan.s1_scenes.get("datetime", [])},
+        "coh": {str(pd.Timestamp(t).date()) for t in plan.s1_pairs.get("datetime_sec", [])},
+        "s2": {str(pd.Timestamp(t).date()) for t in plan.s2_scenes.get("datetime", [])},
+    }
+    if stack["mode"] == "chronological":
+        union = sorted(set().union(*acquired.values()))
+        return {s: union for s in acquired}
+    return {s: sorted(v) for s, v in acquired.items()}
+
+
+def scene_path(df: pd.DataFrame, key: str, value: str) -> str:
+    """The input path of one inventory entry."""
+    hit = df.loc[df[key] == value, "path"]
+    if hit.empty:
+        raise KeyError(f"{value} is not in the inventory")
+    return str(Path(hit.iloc[0]))
+
+
+def as_days(dates: list[str]) -> np.ndarray:
+    return np.array(dates, dtype="datetime64[D]")

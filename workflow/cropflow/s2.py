@@ -1,0 +1,471 @@
+"""Sentinel-2 L2A products (Sen2Cor SAFE layout): metadata, band files, BOA reflectance, SCL masks, ingestion.
+
+A product is a ``<name>.SAFE`` folder or a ``.zip`` whose root holds that folder (as ESA ships them).
+``ingest_l2a`` puts the configured bands of one product on the project grid, window by window, with
+invalid scene-classification (SCL) pixels set to NaN, and writes a JSON sidecar saying whether the
+product is usable (cloud fraction over the AOI, coverage, valid fraction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import zipfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import rasterio.features
+import rasterio.warp
+import rasterio.windows
+from shapely.geometry.base import BaseGeometry
+
+from cropflow.atomic import atomic_path
+from cropflow.grid import ProjectGrid
+from cropflow.raster import RasterWriter, read_on_grid, row_windows
+
+log = logging.getLogger(__name__)
+
+#: band_id order of the L2A metadata (BOA_ADD_OFFSET band_id="0".."12")
+BAND_IDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
+                             "B11", "B12")
+#: native resolution (m) of each L2A band; B10 (cirrus) exists only in L1C
+NATIVE_RESOLUTION: dict[str, int] = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20,
+                                     "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20,
+                                     "SCL": 20}
+#: namespace of the root element of MTD_MSIL2A.xml
+L2A_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd"
+#: namespace of the root element of the granule's MTD_TL.xml
+TILE_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-2A_Tile_Metadata.xsd"
+#: SCL classes counted as cloud in the product-level cloud cover (medium, high probability, thin cirrus)
+SCL_CLOUD_CLASSES: tuple[int, ...] = (8, 9, 10)
+SPACECRAFT = {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C", "S2D": "Sentinel-2D"}
+
+#: ESA product name of a Level-2A product (without .SAFE)
+L2A_NAME_RE = re.compile(
+    r"^(?P<platform>S2[A-D])_MSIL2A_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})"
+    r"_T(?P<tile>\d{2}[A-Z]{3})_(?P<generation>\d{8}T\d{6})$"
+)
+_IMAGE_FILE_RE = re.compile(r"IMG_DATA/R(?P<res>\d{2})m/[^/]*_(?P<band>B\d[\dA]|SCL)_(?P=res)m$")
+_BAND_RE = re.compile(r"^B(?P<num>\d{1,2}|8A)$", re.IGNORECASE)
+
+
+def local_name(tag: str) -> str:
+    """The local part of an ElementTree tag (``{namespace}name`` -> ``name``)."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def normalise_band(band: str) -> str:
+    """Canonical L2A band name: ``B4`` / ``b04`` -> ``B04``, ``b8a`` -> ``B8A``, ``scl`` -> ``SCL``."""
+    text = str(band).strip().upper()
+    if text == "SCL":
+        return text
+    m = _BAND_RE.match(text)
+    name = None if m is None else ("B8A" if m["num"].upper() == "8A" else f"B{int(m['num']):02d}")
+    if name not in NATIVE_RESOLUTION:
+        raise ValueError(
+            f"unknown Sentinel-2 L2A band {band!r}: use one of {', '.join(NATIVE_RESOLUTION)} (config s2.bands)"
+        )
+    return name
+
+
+def parse_l2a_name(name: str) -> dict[str, object] | None:
+    """Fields of an L2A product name (``.SAFE``/``.zip`` suffixes allowed), or None if it is not one."""
+    stem = strip_product_suffix(name)
+    m = L2A_NAME_RE.match(stem)
+    if m is None:
+        return None
+    return {
+        "name": stem, "platform": m["platform"],
+        "sensing_time": datetime.strptime(m["sensing"], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc),
+        "baseline": f"{m['baseline'][:2]}.{m['baseline'][2:]}", "relative_orbit": int(m["orbit"]),
+        "mgrs_tile": m["tile"],
+        "generation_time": datetime.strptime(m["generation"], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc),
+    }
+
+
+def strip_product_suffix(name: str) -> str:
+    """``X.SAFE``, ``X.SAFE.zip``, ``X.zip`` -> ``X``."""
+    for suffix in (".zip", ".SAFE"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+class _Source:
+    """Files of one SAFE product, in a folder or inside a zip, addressed relative to the .SAFE folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_dir():
+            self.zip_members: frozenset[str] | None = None
+            self.safe_dir = path.name
+            if not (path / "MTD_MSIL2A.xml").is_file():
+                raise FileNotFoundError(self._no_mtd_message(has_l1c=(path / "MTD_MSIL1C.xml").is_file()))
+        elif path.is_file():
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    names = zf.namelist()
+            except zipfile.BadZipFile as err:
+                raise ValueError(f"{path}: not a readable zip ({err}): re-download the product") from err
+            self.zip_members = frozenset(names)
+            tops = sorted({n.split("/", 1)[0] for n in names if n.endswith(".SAFE/MTD_MSIL2A.xml")
+                           and n.count("/") == 1})
+            if len(tops) != 1:
+                l1c = any(n.endswith("/MTD_MSIL1C.xml") for n in names)
+                raise FileNotFoundError(self._no_mtd_message(has_l1c=l1c))
+            self.safe_dir = tops[0]
+        else:
+            raise FileNotFoundError(f"Sentinel-2 product {path} does not exist")
+        self.name = strip_product_suffix(self.safe_dir)
+
+    def _no_mtd_message(self, has_l1c: bool) -> str:
+        if has_l1c:
+            return (f"{self.path} is a Level-1C product (MTD_MSIL1C.xml): cropflow reads Level-2A products; "
+                    f"run Sen2Cor (L2A_Process) on it first")
+        return (f"{self.path}: no <name>.SAFE/MTD_MSIL2A.xml found: this is not a complete Sentinel-2 L2A "
+                f"product; re-download it or remove it from {self.path.parent}")
+
+    def read(self, rel: str) -> bytes:
+        if self.zip_members is None:
+            return (self.path / rel).read_bytes()
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(f"{self.safe_dir}/{rel}")
+
+    def exists(self, rel: str) -> bool:
+        if self.zip_members is None:
+            return (self.path / rel).is_file()
+        return f"{self.safe_dir}/{rel}" in self.zip_members
+
+    def gdal_path(self, rel: str) -> str:
+        if self.zip_members is None:
+            return str((self.path / rel).absolute())
+        return f"/vsizip/{self.path.absolute()}/{self.safe_dir}/{rel}"
+
+
+@dataclass(frozen=True)
+class L2AProduct:
+    """One Sentinel-2 L2A product: product-level metadata and the paths of its band files.
+
+    ``band_paths`` maps band names to GDAL paths (a file path, or a ``/vsizip/`` path inside a zip) of the
+    finest resolution the product lists for that band; ``cloud_cover`` is the product's
+    Cloud_Coverage_Assessment in percent; ``offsets`` the BOA_ADD_OFFSET per band (0 before baseline 04.00).
+    Use ``band_path(band)`` to get a band that is checked to exist.
+    """
+
+    name: str
+    path: Path
+    platform: str
+    datetime: datetime
+    mgrs_tile: str
+    relative_orbit: int
+    baseline: str
+    quantification: float
+    offsets: dict[str, float]
+    band_paths: dict[str, str]
+    scl_path: str
+    cloud_cover: float
+    metadata_sha256: str = ""
+    _members: dict[str, str] = field(default_factory=dict, repr=False)  # band -> path inside the .SAFE
+    _source: _Source | None = field(default=None, repr=False, compare=False)
+
+    def band_resolution(self, band: str) -> int:
+        """Resolution (m) of the file that ``band_path(band)`` returns."""
+        band = normalise_band(band)
+        self.band_path(band)
+        m = _IMAGE_FILE_RE.search(self._members[band].removesuffix(".jp2"))
+        assert m is not None  # the members were selected with this pattern
+        return int(m["res"])
+
+    def band_path(self, band: str) -> str:
+        """GDAL path of a band (``SCL`` included) after checking that the file is there."""
+        band = normalise_band(band)
+        if band not in self._members:
+            listed = ", ".join(sorted(self._members))
+            raise ValueError(f"{self.name}: band {band} is not in this product (it lists {listed}); "
+                             f"change config s2.bands")
+        rel = self._members[band]
+        if self._source is not None and not self._source.exists(rel):
+            short = "/".join(rel.split("/")[-2:])
+            raise FileNotFoundError(
+                f"{self.name}: band {band} ({short}) is missing: re-download the product or remove it "
+                f"from {self.path.parent}"
+            )
+        return self._source.gdal_path(rel) if self._source is not None else self.band_paths[band]
+
+
+def _xml_text(root: ET.Element, name: str, source: str) -> str:
+    for el in root.iter():
+        if local_name(el.tag) == name and el.text is not None:
+            return el.text.strip()
+    raise ValueError(f"{source}: element {name} is missing: the metadata file is incomplete; re-download "
+                     f"the product")
+
+
+def open_l2a(path: str | os.PathLike) -> L2AProduct:
+    """Open an L2A product (``.SAFE`` folder or ``.zip``) and read MTD_MSIL2A.xml (elements matched by local name).
+
+    Raises FileNotFoundError when there is no MTD_MSIL2A.xml (or the product is Level-1C) and ValueError
+    when the metadata is malformed. Band files are checked when asked for (``band_path``).
+    """
+    src = _Source(Path(path))
+    mtd_name = f"{src.safe_dir}/MTD_MSIL2A.xml"
+    raw = src.read("MTD_MSIL2A.xml")
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as err:
+        raise ValueError(f"{path}: {mtd_name} is not valid XML ({err}): re-download the product") from err
+    where = f"{path}: {mtd_name}"
+    start = datetime.fromisoformat(_xml_text(root, "PRODUCT_START_TIME", where))
+    start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start.astimezone(timezone.utc)
+    spacecraft = _xml_text(root, "SPACECRAFT_NAME", where)
+    platform = "S2" + spacecraft.strip()[-1].upper()
+    offsets = {b: 0.0 for b in BAND_IDS}  # baselines before 04.00 have no offset
+    for el in root.iter():
+        if local_name(el.tag) == "BOA_ADD_OFFSET":
+            try:
+                offsets[BAND_IDS[int(el.attrib["band_id"])]] = float(el.text or 0)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"{where}: malformed BOA_ADD_OFFSET {el.attrib} ({err}); re-download the "
+                                 f"product") from err
+    members: dict[str, str] = {}
+    for el in root.iter():
+        if local_name(el.tag) != "IMAGE_FILE" or not el.text:
+            continue
+        rel = el.text.strip()
+        m = _IMAGE_FILE_RE.search(rel.removesuffix(".jp2"))
+        if m is None:
+            continue
+        band, res = m["band"], int(m["res"])
+        rel = rel if rel.endswith(".jp2") else rel + ".jp2"
+        known = members.get(band)
+        if known is None or res < int(_IMAGE_FILE_RE.search(known.removesuffix(".jp2"))["res"]):  # type: ignore[index]
+            members[band] = rel
+    if "SCL" not in members:
+        raise ValueError(f"{where} lists no SCL image (IMAGE_FILE ..._SCL_20m): not a complete L2A product; "
+                         f"re-download it")
+    parsed = parse_l2a_name(src.name)
+    tile = parsed["mgrs_tile"] if parsed else None
+    if tile is None:
+        m = re.search(r"T(\d{2}[A-Z]{3})_", members["SCL"].rsplit("/", 1)[-1])
+        if m is None:
+            raise ValueError(f"{path}: cannot tell the MGRS tile from the product or file names")
+        tile = m[1]
+    return L2AProduct(
+        name=src.name, path=Path(path), platform=platform, datetime=start, mgrs_tile=str(tile),
+        relative_orbit=int(_xml_text(root, "SENSING_ORBIT_NUMBER", where)),
+        baseline=_xml_text(root, "PROCESSING_BASELINE", where),
+        quantification=float(_xml_text(root, "BOA_QUANTIFICATION_VALUE", where)),
+        offsets=offsets,
+        band_paths={b: src.gdal_path(r) for b, r in members.items() if b != "SCL"},
+        scl_path=src.gdal_path(members["SCL"]),
+        cloud_cover=float(_xml_text(root, "Cloud_Coverage_Assessment", where)),
+        metadata_sha256=hashlib.sha256(raw).hexdigest(),
+        _members=members, _source=src,
+    )
+
+
+def product_bounds(product: L2AProduct, crs: str = "EPSG:4326") -> tuple[float, float, float, float]:
+    """Bounds (left, bottom, right, top) of the product's SCL raster in ``crs`` (edges densified)."""
+    path = product.band_path("SCL")
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise ValueError(f"{product.name}: {path} has no georeferencing: re-download the product")
+        left, bottom, right, top = rasterio.warp.transform_bounds(src.crs, crs, *src.bounds, densify_pts=21)
+    return (left, bottom, right, top)
+
+
+# ---------------------------------------------------------------------------------------------- pure math
+
+
+def boa_reflectance(dn: np.ndarray, offset: float, quantification: float) -> np.ndarray:
+    """Bottom-of-atmosphere reflectance of L2A digital numbers (float32; DN 0 and NaN -> NaN).
+
+    ESA Sentinel-2 L2A product specification (baseline >= 04.00):
+    reflectance = (DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE, DN 0 being "no data".
+    """
+    dn = np.asarray(dn, dtype=np.float32)
+    out = (dn + np.float32(offset)) / np.float32(quantification)
+    return np.where(dn == 0, np.float32(np.nan), out).astype(np.float32, copy=False)
+
+
+def scl_valid_mask(scl: np.ndarray, invalid_classes: Iterable[int]) -> np.ndarray:
+    """True where the Sen2Cor scene classification is not one of ``invalid_classes``."""
+    return ~np.isin(scl, np.asarray(list(invalid_classes)))
+
+
+def cloud_counts(scl: np.ndarray, cloud_classes: Iterable[int], inside: np.ndarray | None = None) -> tuple[int, int]:
+    """(cloudy pixels, covered pixels) among the pixels ``inside`` the AOI that the product covers (SCL != 0)."""
+    covered = scl != 0
+    if inside is not None:
+        covered &= inside
+    cloudy = covered & np.isin(scl, np.asarray(list(cloud_classes)))
+    return int(np.count_nonzero(cloudy)), int(np.count_nonzero(covered))
+
+
+def cloud_fraction(scl: np.ndarray, cloud_classes: Iterable[int], inside: np.ndarray | None = None) -> float:
+    """Share of cloud-class SCL pixels among the AOI pixels the product covers (NaN if it covers none).
+
+    fraction = #(inside & SCL != 0 & SCL in cloud_classes) / #(inside & SCL != 0)
+    """
+    cloudy, covered = cloud_counts(scl, cloud_classes, inside)
+    return cloudy / covered if covered else math.nan
+
+
+def resampling_for(native_resolution: float, grid_resolution: float) -> str:
+    """Resampling of a reflectance band onto the grid: nearest at equal pixel size (10 m bands on a 10 m
+    grid), bilinear when upsampling (20/60 m bands onto 10 m), average when the grid is coarser."""
+    if math.isclose(native_resolution, grid_resolution):
+        return "nearest"
+    return "bilinear" if native_resolution > grid_resolution else "average"
+
+
+# -------------------------------------------------------------------------------------------------- ingest
+
+AoiLike = BaseGeometry | gpd.GeoDataFrame | gpd.GeoSeries | Callable[[ProjectGrid], np.ndarray] | None
+
+
+def _aoi_mask_fn(aoi: AoiLike, grid: ProjectGrid) -> Callable[[ProjectGrid], np.ndarray]:
+    if aoi is None:
+        return lambda sub: np.ones(sub.shape, dtype=bool)
+    if callable(aoi) and not isinstance(aoi, (BaseGeometry, gpd.GeoDataFrame, gpd.GeoSeries)):
+        return aoi
+    if isinstance(aoi, (gpd.GeoDataFrame, gpd.GeoSeries)):
+        if aoi.crs is None:
+            raise ValueError("the AOI has no CRS: give it one (e.g. read it with cropflow.grid.read_aoi)")
+        geom = aoi.to_crs(grid.crs).union_all()
+    else:
+        geom = aoi
+
+    def mask(sub: ProjectGrid) -> np.ndarray:
+        return rasterio.features.geometry_mask([geom], out_shape=sub.shape, transform=sub.transform, invert=True)
+
+    return mask
+
+
+def _row_grid(grid: ProjectGrid, win: rasterio.windows.Window) -> ProjectGrid:
+    r = grid.resolution
+    top = grid.bounds[3] - win.row_off * r
+    return ProjectGrid(grid.crs, r, (grid.bounds[0], top - win.height * r, grid.bounds[2], top))
+
+
+def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _dn_view(path: str) -> str:
+    """A GDAL path of the band with 0 declared as nodata (ESA's JP2 files do not declare it)."""
+    return f"vrt://{path}?a_nodata=0"
+
+
+def _unused_reason(coverage: float, cloud: float, valid: int, max_cloud_fraction: float) -> str | None:
+    if coverage <= 0:
+        return "no overlap with the AOI"
+    if cloud > max_cloud_fraction:
+        shown = f"{cloud:.2f}" if f"{cloud:.2f}" != f"{max_cloud_fraction:.2f}" else f"{cloud:.4f}"
+        return f"cloud fraction {shown} > {max_cloud_fraction:g}"
+    if valid == 0:
+        return "no valid pixel in the AOI"
+    return None
+
+
+def ingest_l2a(
+    product_path: str | os.PathLike,
+    grid: ProjectGrid,
+    aoi: AoiLike,
+    bands: Sequence[str],
+    invalid_scl: Iterable[int],
+    cloud_scl: Iterable[int],
+    max_cloud_fraction: float,
+    out_tif: str | os.PathLike,
+    out_json: str | os.PathLike,
+    window_rows: int = 512,
+) -> dict[str, object]:
+    """Put the ``bands`` of one L2A product on the project ``grid`` as float32 BOA reflectance.
+
+    Window by window (``window_rows`` grid rows at a time, so memory is bounded by the window): every band
+    is resampled onto the grid (``resampling_for``: nearest for 10 m bands on a 10 m grid, bilinear for
+    20/60 m bands; SCL nearest), converted with ``boa_reflectance``, and pixels whose SCL is in
+    ``invalid_scl`` (or where a band has no data) are set to NaN in every band. ``aoi`` is a geometry in the
+    grid CRS, a GeoDataFrame (any CRS), a function ``subgrid -> bool mask``, or None (the whole grid).
+
+    Writes ``out_tif`` (float32 on the whole grid, band descriptions = band names, tags SCENE, DATETIME,
+    MGRS_TILE, ...) and ``out_json`` {scene, datetime, tile, cloud_fraction, valid_fraction, coverage, used,
+    reason}: ``coverage`` = share of AOI pixels the product covers (SCL != 0), ``cloud_fraction`` = share of
+    ``cloud_scl`` pixels among those (null when none is covered), ``valid_fraction`` = share of AOI pixels
+    left valid. ``used`` is false (logged as a warning, the raster is still written) when the product does
+    not cover the AOI, when its cloud fraction exceeds ``max_cloud_fraction`` or when no pixel is valid.
+    Returns the sidecar dict.
+    """
+    product = open_l2a(product_path)
+    names = [normalise_band(b) for b in bands]
+    if not names:
+        raise ValueError("config s2.bands is empty: list the bands to use, e.g. [B04, B8A, B11]")
+    if "SCL" in names:
+        raise ValueError("config s2.bands: SCL is the cloud mask, not a reflectance band; remove it")
+    paths = {b: _dn_view(product.band_path(b)) for b in names}
+    methods = {b: resampling_for(product.band_resolution(b), grid.resolution) for b in names}
+    scl_path = _dn_view(product.band_path("SCL"))
+    footprint = product_bounds(product, grid.crs)
+    invalid, clouds = list(invalid_scl), list(cloud_scl)
+    mask_fn = _aoi_mask_fn(aoi, grid)
+    n_inside = n_covered = n_cloud = n_valid = 0
+    tags = {"SCENE": product.name, "DATETIME": product.datetime.isoformat(), "MGRS_TILE": product.mgrs_tile,
+            "PLATFORM": product.platform, "RELATIVE_ORBIT": product.relative_orbit, "BASELINE": product.baseline}
+    windows = row_windows(grid, window_rows)
+    log.info("%s: %d bands onto the %d x %d grid in %d windows (%s)", product.name, len(names), grid.height,
+             grid.width, len(windows), ", ".join(f"{b} {methods[b]}" for b in names))
+    with RasterWriter(out_tif, grid, count=len(names), dtype="float32", nodata=float("nan"),
+                      band_names=names, tags=tags) as writer:
+        for i, win in enumerate(windows, start=1):
+            sub = _row_grid(grid, win)
+            inside = mask_fn(sub)
+            n_inside += int(np.count_nonzero(inside))
+            if not _overlaps(sub.bounds, footprint):
+                writer.write(np.full((len(names), *sub.shape), np.nan, dtype=np.float32), win)
+                continue
+            scl = read_on_grid(scl_path, sub, resampling="nearest", dtype="uint8", nodata=0)[0]
+            refl = np.stack([
+                boa_reflectance(read_on_grid(paths[b], sub, resampling=methods[b])[0], product.offsets[b],
+                                product.quantification)
+                for b in names
+            ])
+            valid = scl_valid_mask(scl, invalid) & (scl != 0) & np.isfinite(refl).all(axis=0)
+            refl[:, ~valid] = np.nan
+            cloudy, covered = cloud_counts(scl, clouds, inside)
+            n_cloud, n_covered = n_cloud + cloudy, n_covered + covered
+            n_valid += int(np.count_nonzero(valid & inside))
+            writer.write(refl, win)
+            log.info("%s: window %d/%d done", product.name, i, len(windows))
+    coverage = n_covered / n_inside if n_inside else 0.0
+    cloud = n_cloud / n_covered if n_covered else math.nan
+    reason = _unused_reason(coverage, cloud, n_valid, max_cloud_fraction)
+    meta: dict[str, object] = {
+        "scene": product.name, "datetime": product.datetime.isoformat(), "tile": product.mgrs_tile,
+        "cloud_fraction": None if math.isnan(cloud) else cloud,
+        "valid_fraction": n_valid / n_inside if n_inside else 0.0, "coverage": coverage,
+        "used": reason is None, "reason": reason,
+    }
+    if reason is not None:
+        log.warning("%s is not used: %s (cloud fraction over the AOI %s, coverage %.3f)", product.name, reason,
+                    "n/a" if math.isnan(cloud) else f"{cloud:.3f}", coverage)
+    _write_json(out_json, meta)
+    return meta
+
+
+def _write_json(path: str | os.PathLike, doc: Mapping[str, object]) -> None:
+    """Write ``doc`` as indented JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")

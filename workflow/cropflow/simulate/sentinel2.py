@@ -1,0 +1,288 @@
+"""Synthetic Sentinel-2 Level-2A products in the real Sen2Cor SAFE layout.
+
+``write_l2a`` turns reflectance arrays on a UTM grid into a product that cropflow (and GDAL, and other
+SAFE readers) open like an ESA product: ``<name>.SAFE/MTD_MSIL2A.xml``, ``GRANULE/<granule>/MTD_TL.xml``,
+``IMG_DATA/R10m|R20m|R60m/T<tile>_<sensing>_<band>_<res>m.jp2`` (lossless, georeferenced JPEG 2000),
+optionally zipped with the ``.SAFE`` folder at the zip's root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+from affine import Affine
+
+from cropflow.atomic import atomic_path
+from cropflow.grid import ProjectGrid
+from cropflow.s2 import (BAND_IDS, L2A_NAMESPACE, NATIVE_RESOLUTION, SCL_CLOUD_CLASSES, SPACECRAFT,
+                         TILE_NAMESPACE, normalise_band)
+
+#: BOA_QUANTIFICATION_VALUE and BOA_ADD_OFFSET written by baselines >= 04.00
+QUANTIFICATION = 10000
+ADD_OFFSET = -1000
+#: launch dates, for a plausible absolute orbit number when none is given (14.3 orbits a day)
+_LAUNCH = {"S2A": datetime(2015, 6, 23, tzinfo=timezone.utc), "S2B": datetime(2017, 3, 7, tzinfo=timezone.utc),
+           "S2C": datetime(2024, 9, 5, tzinfo=timezone.utc), "S2D": datetime(2028, 1, 1, tzinfo=timezone.utc)}
+#: SCL class -> Image_Content_QI element of MTD_MSIL2A.xml
+_SCL_QI = {0: "NODATA_PIXEL_PERCENTAGE", 1: "SATURATED_DEFECTIVE_PIXEL_PERCENTAGE", 2: "DARK_FEATURES_PERCENTAGE",
+           3: "CLOUD_SHADOW_PERCENTAGE", 4: "VEGETATION_PERCENTAGE", 5: "NOT_VEGETATED_PERCENTAGE",
+           6: "WATER_PERCENTAGE", 7: "UNCLASSIFIED_PERCENTAGE", 8: "MEDIUM_PROBA_CLOUDS_PERCENTAGE",
+           9: "HIGH_PROBA_CLOUDS_PERCENTAGE", 10: "THIN_CIRRUS_PERCENTAGE", 11: "SNOW_ICE_PERCENTAGE"}
+_STAMP = "%Y%m%dT%H%M%S"
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def l2a_name(platform: str, sensing_time: datetime, baseline: str, relative_orbit: int, mgrs_tile: str,
+             generation_time: datetime) -> str:
+    """ESA Level-2A product name (without ``.SAFE``):
+    ``S2A_MSIL2A_20230512T023551_N0509_R089_T52UCU_20230512T060311``."""
+    if platform not in SPACECRAFT:
+        raise ValueError(f"platform {platform!r}: use one of {', '.join(SPACECRAFT)}")
+    if not re.fullmatch(r"\d{2}\.\d{2}", baseline):
+        raise ValueError(f"processing baseline {baseline!r}: write it as NN.NN, e.g. 05.09")
+    if not re.fullmatch(r"\d{2}[A-Z]{3}", mgrs_tile):
+        raise ValueError(f"MGRS tile {mgrs_tile!r}: write it as 2 digits and 3 letters, e.g. 52UCU")
+    if not 1 <= int(relative_orbit) <= 143:
+        raise ValueError(f"relative orbit {relative_orbit}: Sentinel-2 relative orbits are 1..143")
+    return (f"{platform}_MSIL2A_{_utc(sensing_time):{_STAMP}}_N{baseline.replace('.', '')}_R{int(relative_orbit):03d}"
+            f"_T{mgrs_tile}_{_utc(generation_time):{_STAMP}}")
+
+
+def dn_from_reflectance(reflectance: np.ndarray) -> np.ndarray:
+    """L2A digital numbers of BOA reflectance: DN = round(reflectance * 10000 + 1000) clipped to 1..65535,
+    0 (no data) where the reflectance is NaN (inverse of ``cropflow.s2.boa_reflectance``)."""
+    r = np.asarray(reflectance, dtype=np.float64)
+    dn = np.clip(np.rint(np.nan_to_num(r) * QUANTIFICATION - ADD_OFFSET), 1, 65535)
+    return np.where(np.isnan(r), 0, dn).astype(np.uint16)
+
+
+def _check_grid(grid10: ProjectGrid, step: int) -> None:
+    if not np.isclose(grid10.resolution, 10.0):
+        raise ValueError(f"grid10 has {grid10.resolution} m pixels: give the 10 m grid of the product")
+    for b in grid10.bounds:
+        if abs(b / step - round(b / step)) > 1e-6:
+            raise ValueError(f"grid10 bounds {grid10.bounds} are not multiples of {step} m, which the "
+                             f"{step} m bands need")
+
+
+def _write_jp2(path: Path, data: np.ndarray, crs: str, transform: Affine) -> None:
+    """Lossless, georeferenced JPEG 2000 (GDAL JP2OpenJPEG, QUALITY=100 REVERSIBLE=YES), checked on read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "JP2OpenJPEG", "width": data.shape[1], "height": data.shape[0], "count": 1,
+               "dtype": data.dtype.name, "crs": crs, "transform": transform}
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with rasterio.open(path, "w", QUALITY=100, REVERSIBLE="YES", **profile) as dst:
+            dst.write(data, 1)
+        with rasterio.open(path) as src:
+            if src.crs is None or src.crs != rasterio.crs.CRS.from_user_input(crs) or \
+                    not src.transform.almost_equals(transform):
+                raise RuntimeError(f"{path} was written without its georeferencing: GDAL's JP2OpenJPEG driver "
+                                   f"must support GeoJP2/GMLJP2 boxes")
+
+
+def _sub(parent: ET.Element, tag: str, text: object = None, **attrib: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, attrib)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _iso(t: datetime) -> str:
+    return _utc(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{_utc(t).microsecond // 1000:03d}Z"
+
+
+def _product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
+                 relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
+                 scl: np.ndarray) -> bytes:
+    ET.register_namespace("n1", L2A_NAMESPACE)
+    n1 = f"{{{L2A_NAMESPACE}}}"
+    root = ET.Element(f"{n1}Level-2A_User_Product",
+                      {"{http://www.w3.org/2001/XMLSchema-instance}schemaLocation": f"{L2A_NAMESPACE}"})
+    general = _sub(root, f"{n1}General_Info")
+    info = _sub(general, "Product_Info")
+    _sub(info, "PRODUCT_START_TIME", _iso(sensing))
+    _sub(info, "PRODUCT_STOP_TIME", _iso(sensing + timedelta(seconds=5)))
+    _sub(info, "PRODUCT_URI", f"{name}.SAFE")
+    _sub(info, "PROCESSING_LEVEL", "Level-2A")
+    _sub(info, "PRODUCT_TYPE", "S2MSI2A")
+    _sub(info, "PROCESSING_BASELINE", baseline)
+    _sub(info, "GENERATION_TIME", _iso(generation))
+    datatake = _sub(info, "Datatake",
+                    datatakeIdentifier=f"G{platform}_{sensing:{_STAMP}}_{absolute_orbit:06d}_N{baseline}")
+    _sub(datatake, "SPACECRAFT_NAME", SPACECRAFT[platform])
+    _sub(datatake, "DATATAKE_TYPE", "INS-NOBS")
+    _sub(datatake, "DATATAKE_SENSING_START", _iso(sensing))
+    _sub(datatake, "SENSING_ORBIT_NUMBER", relative_orbit)
+    _sub(datatake, "SENSING_ORBIT_DIRECTION", "DESCENDING")
+    options = _sub(info, "Query_Options", completeSingleTile="true")
+    _sub(options, "PRODUCT_FORMAT", "SAFE_COMPACT")
+    organisation = _sub(info, "Product_Organisation")
+    granules = _sub(_sub(organisation, "Granule_List"), "Granule", granuleIdentifier=granule,
+                    imageFormat="JPEG2000")
+    for rel in image_files:
+        _sub(granules, "IMAGE_FILE", rel.removesuffix(".jp2"))
+    chars = _sub(general, "Product_Image_Characteristics")
+    for text, index in (("NODATA", 0), ("SATURATED", 65535)):
+        special = _sub(chars, "Special_Values")
+        _sub(special, "SPECIAL_VALUE_TEXT", text)
+        _sub(special, "SPECIAL_VALUE_INDEX", index)
+    quant = _sub(chars, "QUANTIFICATION_VALUES_LIST")
+    _sub(quant, "BOA_QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
+    _sub(quant, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
+    _sub(quant, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
+    offsets = _sub(chars, "BOA_ADD_OFFSET_VALUES_LIST")
+    for i, _ in enumerate(BAND_IDS):
+        _sub(offsets, "BOA_ADD_OFFSET", ADD_OFFSET, band_id=str(i))
+    spectral = _sub(chars, "Spectral_Information_List")
+    for i, band in enumerate(BAND_IDS):
+        item = _sub(spectral, "Spectral_Information", bandId=str(i),
+                    physicalBand=band if band == "B8A" else f"B{int(band[1:])}")
+        _sub(item, "RESOLUTION", NATIVE_RESOLUTION.get(band, 60))
+    _sub(root, f"{n1}Geometric_Info")
+    quality = _sub(root, f"{n1}Quality_Indicators_Info")
+    percent = _scl_percentages(scl)
+    _sub(quality, "Cloud_Coverage_Assessment", f"{sum(percent[c] for c in SCL_CLOUD_CLASSES):.6f}")
+    content = _sub(quality, "Image_Content_QI")
+    for cls, tag in _SCL_QI.items():
+        _sub(content, tag, f"{percent[cls]:.6f}")
+    ET.indent(root)
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _scl_percentages(scl: np.ndarray) -> dict[int, float]:
+    """Percent of each SCL class; class 0 over all pixels, the others over the pixels with data (as Sen2Cor)."""
+    counts = np.bincount(scl.ravel(), minlength=12)
+    data = max(int(counts[1:].sum()), 1)
+    return {c: 100.0 * counts[c] / (data if c else max(scl.size, 1)) for c in range(12)}
+
+
+def _tile_xml(*, platform: str, sensing: datetime, generation: datetime, baseline: str, absolute_orbit: int,
+              mgrs_tile: str, grid10: ProjectGrid, resolutions: list[int]) -> bytes:
+    ET.register_namespace("n1", TILE_NAMESPACE)
+    n1 = f"{{{TILE_NAMESPACE}}}"
+    root = ET.Element(f"{n1}Level-2A_Tile_ID")
+    general = _sub(root, f"{n1}General_Info")
+    _sub(general, "TILE_ID", f"{platform}_OPER_MSI_L2A_TL_2APS_{generation:{_STAMP}}_A{absolute_orbit:06d}"
+         f"_T{mgrs_tile}_N{baseline}", metadataLevel="Brief")
+    _sub(general, "SENSING_TIME", _iso(sensing), metadataLevel="Standard")
+    geometric = _sub(root, f"{n1}Geometric_Info")
+    geocoding = _sub(geometric, "Tile_Geocoding", metadataLevel="Brief")
+    crs = pyproj.CRS.from_user_input(grid10.crs)
+    epsg = crs.to_epsg()
+    if epsg is None:
+        raise ValueError(f"grid10 CRS {grid10.crs} has no EPSG code: give the UTM zone as EPSG:326zz/327zz")
+    _sub(geocoding, "HORIZONTAL_CS_NAME", crs.name.replace("WGS 84", "WGS84"))
+    _sub(geocoding, "HORIZONTAL_CS_CODE", f"EPSG:{epsg}")
+    for res in resolutions:
+        size = _sub(geocoding, "Size", resolution=str(res))
+        _sub(size, "NROWS", grid10.height * 10 // res)
+        _sub(size, "NCOLS", grid10.width * 10 // res)
+    for res in resolutions:
+        pos = _sub(geocoding, "Geoposition", resolution=str(res))
+        _sub(pos, "ULX", int(round(grid10.bounds[0])))
+        _sub(pos, "ULY", int(round(grid10.bounds[3])))
+        _sub(pos, "XDIM", res)
+        _sub(pos, "YDIM", -res)
+    _sub(root, f"{n1}Quality_Indicators_Info", metadataLevel="Standard")
+    ET.indent(root)
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def write_l2a(
+    folder: str | os.PathLike,
+    *,
+    platform: str,
+    sensing_time: datetime,
+    mgrs_tile: str,
+    relative_orbit: int,
+    baseline: str,
+    grid10: ProjectGrid,
+    reflectance: Mapping[str, np.ndarray],
+    scl: np.ndarray,
+    zip: bool = False,
+    generation_time: datetime | None = None,
+    absolute_orbit: int | None = None,
+) -> Path:
+    """Write a Sentinel-2 L2A product in the real SAFE layout and return its ``.SAFE`` (or ``.zip``) path.
+
+    ``reflectance`` maps band names to float BOA reflectance (NaN = no data): 10 m bands (B02 B03 B04
+    B08) shaped ``grid10.shape``, 20 m bands (B05 B06 B07 B8A B11 B12) ``grid10.shape // 2``, 60 m bands
+    (B01 B09) ``grid10.shape // 6``; ``scl`` is the uint8 scene classification at 20 m. DN are
+    ``dn_from_reflectance`` (offset -1000, quantification 10000) in lossless JPEG 2000; the metadata
+    carries the cloud cover (percent of SCL 8/9/10 among pixels with data). ``generation_time`` defaults to
+    3 h after sensing, ``absolute_orbit`` to an estimate from the launch date (it only names the granule).
+    The product is written atomically; ``zip=True`` writes ``<name>.zip`` holding ``<name>.SAFE/``.
+    """
+    sensing = _utc(sensing_time)
+    generation = _utc(generation_time) if generation_time is not None else sensing + timedelta(hours=3)
+    name = l2a_name(platform, sensing, baseline, relative_orbit, mgrs_tile, generation)
+    if absolute_orbit is None:
+        absolute_orbit = max(1, int((sensing - _LAUNCH[platform]).total_seconds() / 86400 * 14.3))
+    bands = {normalise_band(b): np.asarray(a) for b, a in reflectance.items()}
+    if "SCL" in bands:
+        raise ValueError("give the scene classification as scl=, not as a reflectance band")
+    resolutions = sorted({20} | {NATIVE_RESOLUTION[b] for b in bands})
+    _check_grid(grid10, 60 if 60 in resolutions else 20)
+    scl = np.asarray(scl)
+    for band, arr in [*bands.items(), ("SCL", scl)]:
+        res = NATIVE_RESOLUTION[band]
+        expected = (grid10.height * 10 // res, grid10.width * 10 // res)
+        if arr.shape != expected:
+            raise ValueError(f"band {band} is shaped {arr.shape}; at {res} m on grid10 it must be {expected}")
+    if scl.dtype != np.uint8 and (scl.min() < 0 or scl.max() > 11):
+        raise ValueError("scl holds values outside the SCL classes 0..11")
+    scl = scl.astype(np.uint8)
+
+    granule = f"L2A_T{mgrs_tile}_A{absolute_orbit:06d}_{sensing:{_STAMP}}"
+    prefix = f"T{mgrs_tile}_{sensing:{_STAMP}}"
+    files: dict[str, np.ndarray] = {}
+    for band in [b for b in NATIVE_RESOLUTION if b in bands] + ["SCL"]:
+        res = NATIVE_RESOLUTION[band]
+        rel = f"GRANULE/{granule}/IMG_DATA/R{res}m/{prefix}_{band}_{res}m.jp2"
+        files[rel] = scl if band == "SCL" else dn_from_reflectance(bands[band])
+    mtd = _product_xml(name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
+                       relative_orbit=int(relative_orbit), absolute_orbit=absolute_orbit, granule=granule,
+                       image_files=list(files), scl=scl)
+    tile_mtd = _tile_xml(platform=platform, sensing=sensing, generation=generation, baseline=baseline,
+                         absolute_orbit=absolute_orbit, mgrs_tile=mgrs_tile, grid10=grid10, resolutions=resolutions)
+
+    def write_safe(safe: Path) -> None:
+        (safe / f"GRANULE/{granule}/QI_DATA").mkdir(parents=True)
+        (safe / "MTD_MSIL2A.xml").write_bytes(mtd)
+        (safe / f"GRANULE/{granule}/MTD_TL.xml").write_bytes(tile_mtd)
+        for rel, data in files.items():
+            res = int(rel.rsplit("_", 1)[1][:2])
+            transform = Affine(res, 0.0, grid10.bounds[0], 0.0, -res, grid10.bounds[3])
+            _write_jp2(safe / rel, data, grid10.crs, transform)
+
+    folder = Path(folder)
+    if not zip:
+        with atomic_path(folder / f"{name}.SAFE", directory=True) as tmp:
+            write_safe(tmp)
+        return folder / f"{name}.SAFE"
+    with atomic_path(folder / f"{name}.zip") as tmp:
+        safe = tmp.parent / f"{name}.SAFE"
+        write_safe(safe)
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for path in [safe, *sorted(safe.rglob("*"))]:
+                arc = path.relative_to(tmp.parent).as_posix()
+                if path.is_dir():
+                    zf.write(path, arc + "/")
+                else:
+                    kind = zipfile.ZIP_STORED if path.suffix == ".jp2" else zipfile.ZIP_DEFLATED
+                    zf.write(path, arc, compress_type=kind)
+        shutil.rmtree(safe)
+    return folder / f"{name}.zip"

@@ -1,0 +1,306 @@
+"""Model training: normalisation fitted on the training split, seeded fitting, and the model bundle.
+
+SCIENCE.md (Models): Adam (learning rate 1e-3), cross-entropy, early stopping and a best-validation
+checkpoint for the deep models; the random forest is fitted on the flattened series. Class ids are mapped to
+output indices 0..K-1 in the order of ``train.class_ids`` (legend order). Optional inverse-frequency class
+weights (SCIENCE.md, imbalance handling) weight each training sample by N / (K_present * n_class).
+
+Missing values: the normalisation is fitted on finite training values only. A sample with no finite value at
+all carries no observation and is dropped (logged); gaps in an otherwise observed sample are set to 0 after
+normalisation (logged), exactly as :meth:`cropflow.models.TrainedModel.predict_proba` does at prediction time.
+
+Devices: the same code runs on CPU and GPU. Keras models are built under a ``tf.distribute`` strategy
+(MirroredStrategy when more than one GPU is visible, else the default strategy; ``batch_size`` is the global
+batch); the "mixed_float16" policy is used only when ``mixed_precision`` is true and a GPU is visible. On CPU,
+TensorFlow op determinism is enabled so that one seed gives one model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.utils.class_weight import compute_class_weight
+
+import cropflow
+from cropflow import normalisation as norm_mod
+from cropflow.atomic import atomic_path
+from cropflow.models import MODEL_FILES, TrainedModel, build, get_spec, resolve_params
+from cropflow.models.rf import flatten_inputs
+from cropflow.sampleset import SampleSet
+
+logger = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+# --------------------------------------------------------------------------------------------------- pure parts
+
+
+def encode_labels(y_ids: np.ndarray, class_ids: Sequence[int], split: str = "samples") -> np.ndarray:
+    """Output indices (int32) of legend ids: index i of ``class_ids``. ValueError for ids not in ``class_ids``."""
+    order = np.asarray(class_ids, dtype=np.int64)
+    y = np.asarray(y_ids, dtype=np.int64)
+    sorter = np.argsort(order)
+    pos = np.clip(np.searchsorted(order, y, sorter=sorter), 0, max(order.size - 1, 0))
+    idx = sorter[pos] if order.size else pos
+    bad = (order[idx] != y) if order.size else np.ones(y.shape, bool)
+    if bad.any():
+        raise ValueError(f"{split}: class ids {np.unique(y[bad]).tolist()} are not among the model classes "
+                         f"{list(class_ids)}; check the legend and the samples stage")
+    return idx.astype(np.int32)
+
+
+def inverse_frequency_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class weights N / (K_present * n_k) (scikit-learn "balanced"); 0 for classes absent from ``y``."""
+    present = np.unique(y)
+    weights = np.zeros(n_classes, dtype=np.float64)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y)
+    return weights
+
+
+def missing_rows(missing: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(any, all): per sample, whether some / every input value was missing (masks from apply_inputs)."""
+    masks = [m.reshape(m.shape[0], -1) for m in missing.values()]
+    any_ = np.logical_or.reduce([m.any(axis=1) for m in masks])
+    all_ = np.logical_and.reduce([m.all(axis=1) for m in masks])
+    return any_, all_
+
+
+# --------------------------------------------------------------------------------------------------- preparation
+
+
+def _check_pair(train: SampleSet, val: SampleSet) -> None:
+    if len(train) == 0:
+        raise ValueError("training split is empty: check the partition and samples stages")
+    if len(val) == 0:
+        raise ValueError("validation split is empty (needed for early stopping): check partition.fractions")
+    if train.shapes != val.shapes:
+        raise ValueError(f"train and val inputs differ: {train.shapes} vs {val.shapes}; rebuild the samples")
+    for name in train.x:
+        tb, vb = train.inputs[name].get("bands"), val.inputs[name].get("bands")
+        if tb is not None and vb is not None and list(tb) != list(vb):
+            raise ValueError(f"input '{name}': train bands {list(tb)} differ from val bands {list(vb)}")
+
+
+def _prepare(split: str, samples: SampleSet, norm: Mapping[str, norm_mod.MinMax], class_ids: Sequence[int],
+             log: logging.Logger) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Normalised inputs and output indices of a split; samples without any observation are dropped (logged)."""
+    xn, missing = norm_mod.apply_inputs(samples.x, norm)
+    y = encode_labels(samples.y, class_ids, split)
+    any_, all_ = missing_rows(missing)
+    partial = int((any_ & ~all_).sum())
+    if partial:
+        log.warning("%s: %d of %d samples have missing values, set to 0 after normalisation",
+                    split, partial, len(samples))
+    if all_.any():
+        log.warning("%s: dropped %d of %d samples without any finite value", split, int(all_.sum()), len(samples))
+        keep = ~all_
+        xn = {k: v[keep] for k, v in xn.items()}
+        y = y[keep]
+        if y.size == 0:
+            raise ValueError(f"{split}: no sample has a finite value; check the feature cubes")
+    return xn, y
+
+
+# --------------------------------------------------------------------------------------------------- keras
+
+
+def compile_model(model, params: Mapping[str, object]) -> None:
+    """Compile a keras model: Adam(learning_rate), sparse categorical cross-entropy, accuracy."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(params.get("learning_rate", 1e-3))),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def make_dataset(x: Mapping[str, np.ndarray], y: np.ndarray, weights: np.ndarray | None, batch_size: int,
+                 shuffle: bool, seed: int):
+    """A batched tf.data.Dataset of ({input: x}, y[, sample weight]), reshuffled every epoch when ``shuffle``."""
+    import tensorflow as tf
+
+    items = (dict(x), y) if weights is None else (dict(x), y, weights.astype(np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(items)
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
+               seed: int, data: tuple, checkpoint: Path, log: logging.Logger):
+    import keras
+    import tensorflow as tf
+
+    (xtr, ytr, wtr), (xva, yva) = data
+    keras.utils.set_random_seed(seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        tf.config.experimental.enable_op_determinism()
+    policy = "mixed_float16" if params["mixed_precision"] and gpus else "float32"
+    if params["mixed_precision"] and not gpus:
+        log.info("%s: mixed precision requested but no GPU is visible: training in float32", name)
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info("%s: %d GPU(s) visible, strategy %s (%d replica(s)), dtype policy %s", name, len(gpus),
+             type(strategy).__name__, strategy.num_replicas_in_sync, policy)
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        with strategy.scope():
+            model = build(name, shapes, n_classes, params, seed)
+            compile_model(model, params)
+        batch = int(params["batch_size"])
+        ds_train = make_dataset(xtr, ytr, wtr, batch, shuffle=True, seed=seed)
+        ds_val = make_dataset(xva, yva, None, batch, shuffle=False, seed=seed)
+        epochs = int(params["epochs"])
+
+        def log_epoch(epoch: int, logs: Mapping[str, float] | None) -> None:
+            logs = logs or {}
+            log.info("%s: epoch %d/%d loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f", name, epoch + 1,
+                     epochs, logs.get("loss", np.nan), logs.get("accuracy", np.nan), logs.get("val_loss", np.nan),
+                     logs.get("val_accuracy", np.nan))
+
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(params["patience"]),
+                                          restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
+            keras.callbacks.LambdaCallback(on_epoch_end=log_epoch),
+        ]
+        fitted = model.fit(ds_train, validation_data=ds_val, epochs=epochs, callbacks=callbacks, verbose=0,
+                           shuffle=False)  # the dataset reshuffles itself, seeded
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    hist = fitted.history
+    n = len(hist["loss"])
+    history = pd.DataFrame({"epoch": np.arange(1, n + 1),
+                            **{k: hist.get(k, [np.nan] * n) for k in HISTORY_COLUMNS[1:]}})
+    info = {"dtype_policy": policy, "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+            "gpus": len(gpus), "versions": {"keras": keras.__version__, "tensorflow": tf.__version__}}
+    return model, history[HISTORY_COLUMNS], info
+
+
+# --------------------------------------------------------------------------------------------------- sklearn
+
+
+def _fit_sklearn(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
+                 seed: int, data: tuple, log: logging.Logger):
+    import sklearn
+
+    (xtr, ytr, wtr), _ = data
+    model = build(name, shapes, n_classes, params, seed)
+    features = flatten_inputs(xtr)
+    log.info("%s: fitting on %d samples x %d features", name, *features.shape)
+    model.fit(features, ytr, sample_weight=wtr)
+    return model, {"versions": {"scikit-learn": sklearn.__version__}}
+
+
+def _scores(trained: TrainedModel, x: Mapping[str, np.ndarray], y: np.ndarray) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of normalised inputs against output indices."""
+    p = trained.predict_proba_normalised(x, batch_size=4096).astype(np.float64)
+    p = np.clip(p, 1e-7, 1.0)
+    p /= p.sum(axis=1, keepdims=True)
+    k = p.shape[1]
+    return float(log_loss(y, p, labels=np.arange(k))), float(accuracy_score(y, p.argmax(axis=1)))
+
+
+# --------------------------------------------------------------------------------------------------- entry points
+
+
+def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object] | None, seed: int,
+        log: logging.Logger = logger, class_names: Sequence[str] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None) -> TrainedModel:
+    """Train model ``name`` in memory and return it as a :class:`TrainedModel` (see :func:`train`).
+
+    ``checkpoint_dir`` receives the keras best-validation checkpoint (default: a temporary folder).
+    """
+    spec = get_spec(name)
+    p = resolve_params(name, params)
+    _check_pair(train, val)
+    class_ids = list(train.class_ids)
+    if list(val.class_ids) != class_ids:
+        log.warning("%s: val class_ids %s differ from train class_ids %s; using the train order",
+                    name, val.class_ids, class_ids)
+    if class_names is None:
+        class_names = train.class_names
+    if class_names is None:
+        log.warning("%s: no class names given; using the class ids as names", name)
+        class_names = [str(c) for c in class_ids]
+    if len(class_names) != len(class_ids):
+        raise ValueError(f"{name}: {len(class_names)} class names for {len(class_ids)} class ids")
+
+    bands = {k: list(v.get("bands", [])) or [f"c{i}" for i in range(train.x[k].shape[2])]
+             for k, v in train.inputs.items() if k in train.x}
+    norm = norm_mod.fit_inputs(train.x, bands)
+    xtr, ytr = _prepare("train", train, norm, class_ids, log)
+    xva, yva = _prepare("val", val, norm, class_ids, log)
+    k = len(class_ids)
+    counts = np.bincount(ytr, minlength=k)
+    absent = [c for c, n in zip(class_ids, counts) if n == 0]
+    if absent:
+        log.warning("%s: classes %s have no training sample; the model will rarely predict them", name, absent)
+    wtr = None
+    if p["class_weights"]:
+        cw = inverse_frequency_weights(ytr, k)
+        log.info("%s: inverse-frequency class weights %s", name,
+                 {c: round(float(w), 4) for c, w in zip(class_ids, cw)})
+        wtr = cw[ytr]
+    shapes = train.shapes
+    data = ((xtr, ytr, wtr), (xva, yva))
+    log.info("%s: training on %d samples, validating on %d, %d classes, inputs %s, seed %d",
+             name, ytr.size, yva.size, k, shapes, seed)
+
+    if spec.family == "keras":
+        folder_ctx = tempfile.TemporaryDirectory() if checkpoint_dir is None else contextlib.nullcontext(checkpoint_dir)
+        with folder_ctx as folder:
+            model, history, info = _fit_keras(name, shapes, k, p, seed, data,
+                                              Path(folder) / MODEL_FILES["keras"], log)
+    else:
+        model, info = _fit_sklearn(name, shapes, k, p, seed, data, log)
+        history = None
+
+    meta = {
+        "name": name, "family": spec.family, "class_ids": class_ids, "class_names": list(class_names),
+        "inputs": {n: dict(train.inputs[n]) for n in sorted(train.x)}, "shapes": shapes, "params": p,
+        "seed": int(seed), "n_train": int(ytr.size), "n_val": int(yva.size),
+        "train_class_counts": {str(c): int(n) for c, n in zip(class_ids, counts)},
+        "cropflow_version": cropflow.__version__, **info,
+    }
+    trained = TrainedModel(model, meta, norm, None)
+    if history is None:  # random forest: one row with train and validation scores
+        loss, acc = _scores(trained, xtr, ytr)
+        val_loss, val_acc = _scores(trained, xva, yva)
+        history = pd.DataFrame([{"epoch": 1, "loss": loss, "accuracy": acc, "val_loss": val_loss,
+                                 "val_accuracy": val_acc}])[HISTORY_COLUMNS]
+    best = int(history["val_loss"].idxmin()) if history["val_loss"].notna().any() else len(history) - 1
+    trained.meta.update(best_epoch=int(history["epoch"].iloc[best]), epochs_run=int(len(history)),
+                        val_loss=float(history["val_loss"].iloc[best]),
+                        val_accuracy=float(history["val_accuracy"].iloc[best]))
+    trained.history = history
+    log.info("%s: best epoch %d of %d, val_loss %.4f, val_accuracy %.4f", name, trained.meta["best_epoch"],
+             len(history), trained.meta["val_loss"], trained.meta["val_accuracy"])
+    return trained
+
+
+def train(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object] | None, seed: int,
+          out_dir: str | os.PathLike, log: logging.Logger = logger,
+          class_names: Sequence[str] | None = None) -> Path:
+    """Train model ``name`` on ``train`` (early stopping on ``val``) and write its bundle folder atomically.
+
+    The bundle (``out_dir``) holds model.keras or model.joblib, normalisation.json (fitted on ``train``),
+    meta.json (name, family, class_ids, class_names, inputs, params, seed, best_epoch, ...) and history.csv
+    (epoch, loss, accuracy, val_loss, val_accuracy). Keras models checkpoint their best-validation state into
+    the bundle while training. ``class_names`` defaults to ``train.class_names``. Returns ``out_dir``.
+    """
+    with atomic_path(out_dir, directory=True) as tmp:
+        tmp.mkdir()
+        trained = fit(name, train, val, params, seed, log=log, class_names=class_names, checkpoint_dir=tmp)
+        trained.write_into(tmp)
+    log.info("%s: wrote model bundle %s", name, out_dir)
+    return Path(out_dir)
+
