@@ -8,11 +8,14 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+# Jobs run `python -m cropflow`: the package is found through PYTHONPATH, and the interpreter running
+# snakemake comes first on PATH (a conda env activated with --sdm conda still takes precedence in its jobs).
 PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_DIR)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH", "")) if p
 )
+os.environ["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
 
 validate(config, schema="../config/schema.yaml")
 

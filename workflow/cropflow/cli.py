@@ -345,7 +345,8 @@ def _samples_tile(a):
     from cropflow.samples import tile_samples
 
     tiles = list(gpd.read_file(a.tiles)["tile_id"])
-    tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, Legend.load(a.legend).ids,
+    legend = Legend.load(a.legend)
+    tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, legend.ids, legend.names,
                  {"train": a.out_train, "val": a.out_val, "test": a.out_test},
                  pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed)
 

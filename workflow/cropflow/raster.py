@@ -80,14 +80,15 @@ class RasterWriter:
             self._dst.set_band_description(i, name)
         if self.tags:
             self._dst.update_tags(**{k: str(v) for k, v in self.tags.items()})
+        if self.colormap:
+            # before any block is written: GDAL cannot change the photometric tag of a TIFF being written
+            self._dst.write_colormap(1, dict(self.colormap))
         return self
 
     def write(self, data: np.ndarray, window: rasterio.windows.Window) -> None:
         self._dst.write(data.astype(self.dtype, copy=False), window=window)
 
     def __exit__(self, *exc) -> None:
-        if self.colormap and exc[0] is None:
-            self._dst.write_colormap(1, dict(self.colormap))
         self._dst.close()
         self._atomic.__exit__(*exc)
 
@@ -147,9 +148,10 @@ def read_on_grid(
         if src.crs is None:
             raise ValueError(f"{path} has no CRS: it cannot be placed on the project grid")
         src_nodata = src.nodata
+        # a source without nodata: the warp marks pixels outside it with ``fill`` (else they would read as 0)
+        dst = {"nodata": src_nodata} if src_nodata is not None else {"nodata": fill, "dtype": dtype}
         with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                       resampling=_RESAMPLING[resampling], src_nodata=src_nodata,
-                       nodata=src_nodata if src_nodata is not None else None) as vrt:
+                       resampling=_RESAMPLING[resampling], src_nodata=src_nodata, **dst) as vrt:
             out = vrt.read(idx, out_dtype=dtype, masked=True)
     return np.ma.filled(out.astype(dtype), fill)
 

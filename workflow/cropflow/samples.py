@@ -81,6 +81,7 @@ def tile_samples(
     tile: str,
     tiles: Sequence[str],
     class_ids: Sequence[int],
+    class_names: Sequence[str],
     out_paths: Mapping[str, str | os.PathLike],
     *,
     pixels_per_parcel: int = 0,
@@ -127,7 +128,7 @@ def tile_samples(
             y=classes.ravel()[flat][valid].astype(np.int16),
             parcel_id=parcels.ravel()[flat][valid].astype(np.int64),
             tile_index=np.full(int(valid.sum()), tile_index, np.int16),
-            inputs=meta, class_ids=[int(c) for c in class_ids],
+            inputs=meta, class_ids=[int(c) for c in class_ids], class_names=list(class_names),
             row=rows[valid].astype(np.int32), col=cols[valid].astype(np.int32), tiles=list(tiles),
         )
         save_split(out_paths[split], s)
@@ -151,7 +152,7 @@ def merge_samples(paths: Sequence[str | os.PathLike], out_path: str | os.PathLik
         y=np.concatenate([p.y for p in parts]),
         parcel_id=np.concatenate([p.parcel_id for p in parts]),
         tile_index=np.concatenate([p.tile_index for p in parts]),
-        inputs=first.inputs, class_ids=first.class_ids,
+        inputs=first.inputs, class_ids=first.class_ids, class_names=first.class_names,
         row=np.concatenate([p.row for p in parts]), col=np.concatenate([p.col for p in parts]),
         tiles=first.tiles,
     )

@@ -94,44 +94,48 @@ def _read_layer(layer: Layer, grid: ProjectGrid) -> np.ndarray:
 
 
 def _observations(layers: Sequence[Layer], grid: ProjectGrid, gapfill: str, knn_k: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Stack one source's layers on ``grid`` by acquisition day: (days, values (D, C, y, x)).
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack one source's layers on ``grid`` by acquisition day: (days, values (D, C, y, x), observed).
 
     Same-day products are merged (first valid pixel wins); with ``gapfill="knn"`` every layer's gaps
     are first filled from its k nearest valid pixels (``grid`` must then be the whole tile).
+    ``observed`` marks the values read from a product (before any spatial fill).
     """
     days = sorted({layer.day for layer in layers})
     values = np.full((len(days), len(layers[0].bands), *grid.shape), np.nan, dtype=np.float32)
     for layer in layers:
         i = days.index(layer.day)
         values[i] = np.where(np.isfinite(values[i]), values[i], _read_layer(layer, grid))
+    observed = np.isfinite(values)
     if gapfill == "knn":
         for i in range(values.shape[0]):
             for c in range(values.shape[1]):
                 values[i, c] = knn_fill(values[i, c], knn_k)
-    return np.array(days), values
+    return np.array(days), values, observed
 
 
-def resample_time(obs_days: np.ndarray, obs: np.ndarray, target_days: Sequence[np.datetime64]
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def resample_time(obs_days: np.ndarray, obs: np.ndarray, target_days: Sequence[np.datetime64],
+                  observed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Interpolate observations (D, C, ...) onto target days (T, C, ...) and report the filled share.
 
     A target value equals the observation of the same day when there is a valid one; otherwise it is
     interpolated linearly in time between the nearest valid observations of that pixel (nearest value
     outside the observed period). Returns the values and, per (T, C), the fraction of pixels whose
-    value was filled rather than observed on that day.
+    value was filled rather than observed on that day. ``observed`` (D, C, ...) marks the observed
+    values of ``obs`` (default: its finite values), so that spatially filled values count as filled.
     """
     target = np.asarray(target_days, dtype="datetime64[D]")
     axis = np.union1d(obs_days.astype("datetime64[D]"), target)
     full = np.full((axis.size, *obs.shape[1:]), np.nan, dtype=np.float32)
     full[np.searchsorted(axis, obs_days)] = obs
+    seen = np.zeros(full.shape, bool)
+    seen[np.searchsorted(axis, obs_days)] = np.isfinite(obs) if observed is None else observed
     filled = interpolate_time(full, (axis - _EPOCH).astype(np.float64))
     pick = np.searchsorted(axis, target)
-    observed = np.isfinite(full[pick])
     out = filled[pick]
     spatial = tuple(range(2, out.ndim))
     n = max(int(np.prod(out.shape[2:])), 1)
-    fill_fraction = ((np.isfinite(out) & ~observed).sum(axis=spatial) / n).astype(np.float32)
+    fill_fraction = ((np.isfinite(out) & ~seen[pick]).sum(axis=spatial) / n).astype(np.float32)
     return out, fill_fraction
 
 
@@ -172,6 +176,11 @@ def build_cube(
     sources = [s for s in SOURCES if bands.get(s)]
     if mode == "chronological" and len({tuple(targets[s]) for s in sources}) > 1:
         raise ValueError("chronological stacking needs one target time axis for every source")
+    undated = [s for s in sources if len(targets[s]) == 0]
+    if undated:
+        keys = {"s1": "s1.features", "coh": "s1.coherence", "s2": "s2.bands"}
+        raise ValueError(f"tile {tile}: no target date for {', '.join(undated)} (no acquisition in the inventory): "
+                         f"set config stack.time_axis to 'regular' or empty {', '.join(keys[s] for s in undated)}")
     x, y = grid.coords()
     time_attrs = {"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"}
     with atomic_path(out_path, directory=True) as tmp:
@@ -208,13 +217,13 @@ def build_cube(
             for r0 in range(0, grid.height, block_rows):
                 rows = slice(r0, min(r0 + block_rows, grid.height))
                 if whole is not None:
-                    obs_days, obs = whole[0], whole[1][:, :, rows]
+                    obs_days, obs, seen = whole[0], whole[1][:, :, rows], whole[2][:, :, rows]
                 else:
                     sub = ProjectGrid(grid.crs, grid.resolution, (grid.bounds[0],
                                       grid.bounds[3] - rows.stop * grid.resolution, grid.bounds[2],
                                       grid.bounds[3] - rows.start * grid.resolution))
-                    obs_days, obs = _observations(src_layers, sub, gapfill, knn_k)
-                block, frac = resample_time(obs_days, obs, targets[s])
+                    obs_days, obs, seen = _observations(src_layers, sub, gapfill, knn_k)
+                block, frac = resample_time(obs_days, obs, targets[s], seen)
                 group[var][:, cols, rows, :] = block
                 fill_fractions[var][:, cols] += frac * (rows.stop - rows.start) / grid.height
         for var in variables:

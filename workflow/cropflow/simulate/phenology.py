@@ -64,12 +64,12 @@ _GRASS = (0.032, 0.070, 0.040, 0.100, 0.260, 0.330, 0.360, 0.375, 0.220, 0.110)
 PROFILES: tuple[Profile, ...] = (
     Profile("margin", "", sos=150, rise=10, sen=262, fall=10, gmax=0.45, built=0.15, biomass=0.3,
             dry_biomass=0.5, jitter=6, green=_GRASS),
-    Profile("maize", "maize", sos=176, rise=8, sen=254, fall=10, sowing=130, gmax=0.95, biomass=1.0,
-            dry_biomass=0.85, jitter=6,
-            green=(0.030, 0.068, 0.038, 0.105, 0.290, 0.370, 0.400, 0.420, 0.200, 0.095)),
-    Profile("soybean", "soybean", sos=184, rise=7, sen=249, fall=5.5, sowing=140, gmax=0.95, biomass=0.65,
-            dry_biomass=0.35, jitter=6,
-            green=(0.028, 0.062, 0.032, 0.098, 0.310, 0.410, 0.460, 0.480, 0.215, 0.098)),
+    Profile("maize", "maize", sos=177, rise=8, sen=254, fall=10, sowing=130, gmax=0.95, biomass=0.9,
+            dry_biomass=0.85, jitter=9,
+            green=(0.030, 0.066, 0.036, 0.103, 0.295, 0.385, 0.425, 0.440, 0.205, 0.096)),
+    Profile("soybean", "soybean", sos=183, rise=7, sen=249, fall=5.5, sowing=140, gmax=0.95, biomass=0.75,
+            dry_biomass=0.35, jitter=9,
+            green=(0.029, 0.063, 0.033, 0.099, 0.305, 0.400, 0.445, 0.460, 0.212, 0.098)),
     Profile("wheat", "wheat", sos=146, rise=6, sen=192, fall=5, harvest=210, sowing=105, gmax=0.85,
             residue=0.5, regrow=0.2, biomass=0.55, dry_biomass=0.8, jitter=5,
             green=(0.034, 0.070, 0.040, 0.110, 0.270, 0.340, 0.370, 0.390, 0.225, 0.115)),
@@ -131,14 +131,14 @@ def draw_traits(profiles: np.ndarray, rng: np.random.Generator) -> Traits:
     n = len(code)
     table = {f.name: profile_table(f.name)[code] for f in fields(Profile) if f.name not in ("name", "legend", "green")}
     shift = rng.normal(0.0, 1.0, n) * table["jitter"]
-    vigour = np.clip(rng.normal(1.0, 0.09, n), 0.7, 1.2)
-    green = profile_table("green")[code] * rng.normal(1.0, 0.04, (n, len(BANDS)))
+    vigour = np.clip(rng.normal(1.0, 0.14, n), 0.6, 1.35)
+    green = profile_table("green")[code] * rng.normal(1.0, 0.03, (n, 1)) * rng.normal(1.0, 0.04, (n, len(BANDS)))
     harvest = table["harvest"] + shift + rng.normal(0.0, 4.0, n)
     return Traits(
         profile=code,
         sos=table["sos"] + shift,
         rise=table["rise"] * rng.uniform(0.85, 1.15, n),
-        sen=table["sen"] + shift * 0.5 + rng.normal(0.0, 3.0, n) * (table["jitter"] > 0),
+        sen=table["sen"] + shift * 0.5 + rng.normal(0.0, 5.0, n) * (table["jitter"] > 0),
         fall=table["fall"] * rng.uniform(0.85, 1.15, n),
         harvest=harvest,
         sowing=table["sowing"] + shift + rng.normal(0.0, 3.0, n),
@@ -221,13 +221,21 @@ def surface_reflectance(canopy: Canopy, traits: Traits, wetness: float,
 
 @dataclass(frozen=True)
 class Weather:
-    """Daily weather of one year (index = day of year - 1): rain (mm) and soil wetness in [0, 1]."""
+    """Daily weather of one year (index = day of year - 1): rain (mm), soil wetness in [0, 1] and a wind
+    index (0 calm .. 1.5 strong; roughens open water)."""
 
     rain: np.ndarray
     wetness: np.ndarray
+    wind: np.ndarray
+
+    def _day(self, doy: float) -> int:
+        return int(np.clip(math.floor(doy) - 1, 0, len(self.wetness) - 1))
 
     def wetness_on(self, doy: float) -> float:
-        return float(self.wetness[int(np.clip(math.floor(doy) - 1, 0, len(self.wetness) - 1))])
+        return float(self.wetness[self._day(doy)])
+
+    def wind_on(self, doy: float) -> float:
+        return float(self.wind[self._day(doy)])
 
     def rain_between(self, doy0: float, doy1: float) -> float:
         """Rain (mm) that fell after day ``doy0`` up to and including day ``doy1``."""
@@ -240,8 +248,9 @@ _RAIN_DAY_PROBABILITY = np.array([0.08, 0.08, 0.12, 0.18, 0.25, 0.33, 0.45, 0.40
 
 
 def simulate_weather(year: int, rng: np.random.Generator) -> Weather:
-    """Daily rain (gamma-distributed amounts on Bernoulli rain days) and an antecedent-precipitation soil
-    wetness index w_d = w_(d-1) exp(-1/6) + rain_d / 25 mm, clipped to [0, 1] (Kohler & Linsley 1951)."""
+    """Daily rain (gamma-distributed amounts on Bernoulli rain days), an antecedent-precipitation soil
+    wetness index w_d = w_(d-1) exp(-1/6) + rain_d / 25 mm, clipped to [0, 1] (Kohler & Linsley 1951), and a
+    gamma-distributed daily wind index."""
     days = 366 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 365
     month = np.array([(np.datetime64(f"{year}-01-01") + np.timedelta64(d, "D")).astype("datetime64[M]").astype(int)
                       % 12 for d in range(days)])
@@ -253,4 +262,5 @@ def simulate_weather(year: int, rng: np.random.Generator) -> Weather:
     for d in range(days):
         w = min(1.0, w * decay + rain[d] / 25.0)
         wetness[d] = w
-    return Weather(rain=rain, wetness=wetness)
+    wind = np.clip(rng.gamma(2.0, 0.25, days), 0.0, 1.5)
+    return Weather(rain=rain, wetness=wetness, wind=wind)

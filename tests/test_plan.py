@@ -1,0 +1,154 @@
+"""The DAG plan: grid and tiles from the AOI, seam inventories, which products feed which tile, target dates."""
+
+import copy
+from datetime import datetime, timezone
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+
+from cropflow.grid import ProjectGrid
+from cropflow.plan import as_days, build_plan, scene_path
+from cropflow.raster import write_raster
+from cropflow.simulate.sentinel2 import write_l2a
+from cropflow.stack import regular_dates
+
+UTM52 = "EPSG:32652"
+AOI = (320000.0, 5330000.0, 322000.0, 5332000.0)  # 2 x 2 km: four 1 km tiles
+GRID = ProjectGrid(UTM52, 10.0, AOI)
+TILES = ["E0320000N5330000", "E0320000N5331000", "E0321000N5330000", "E0321000N5331000"]
+S2_TILE = "E0320000N5330000"
+
+
+def s1a_relative_orbit(absolute: int) -> int:
+    """Sentinel-1A: relative = (absolute - 73) % 175 + 1."""
+    return (absolute - 73) % 175 + 1
+
+
+def s1_scene(start: datetime, absolute: int, datatake: str, crc: str) -> str:
+    stop = start.replace(second=start.second + 27)
+    return f"S1A_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{absolute:06d}_{datatake}_{crc}"
+
+
+T1 = datetime(2023, 5, 8, 9, 45, 12, tzinfo=timezone.utc)
+T2 = datetime(2023, 5, 20, 9, 45, 13, tzinfo=timezone.utc)
+ORBIT1 = 48404
+ORBIT2 = ORBIT1 + 175  # one 12-day repeat cycle later: same relative orbit
+SCENE1 = s1_scene(T1, ORBIT1, "05D2C4", "3F1A")
+SCENE2 = s1_scene(T2, ORBIT2, "05D8F0", "1B2C")
+REL = s1a_relative_orbit(ORBIT1)
+PAIR = f"R{REL:03d}_20230508_20230520"
+
+
+def write_s1_seam(folder):
+    folder.mkdir()
+    c2 = np.full((4, *GRID.shape), 0.02, np.float32)
+    for scene, start in ((SCENE1, T1), (SCENE2, T2)):
+        write_raster(folder / f"{scene}_C2.tif", c2, GRID, nodata=np.nan,
+                     band_names=["C11", "C22", "C12_real", "C12_imag"],
+                     tags={"SCENE": scene, "PLATFORM": "S1A", "RELATIVE_ORBIT": REL, "PASS": "ASCENDING",
+                           "START_TIME": start.isoformat().replace("+00:00", "Z")})
+    write_raster(folder / f"{PAIR}_coh.tif", np.full((2, *GRID.shape), 0.5, np.float32), GRID, nodata=np.nan,
+                 band_names=["coh_vv", "coh_vh"],
+                 tags={"REFERENCE": SCENE1, "SECONDARY": SCENE2, "RELATIVE_ORBIT": REL})
+
+
+def write_s2(folder, when: datetime, grid10: ProjectGrid):
+    h, w = grid10.shape
+    return write_l2a(folder, platform="S2A", sensing_time=when, mgrs_tile="52UCU", relative_orbit=89,
+                     baseline="05.09", grid10=grid10, reflectance={"B04": np.full((h, w), 0.1)},
+                     scl=np.full((h // 2, w // 2), 4, np.uint8))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    gpd.GeoDataFrame({"name": ["aoi"]}, geometry=[shapely.box(*AOI)], crs=UTM52).to_file(
+        root / "aoi.geojson", driver="GeoJSON")
+    write_s1_seam(root / "s1")
+    (root / "s2").mkdir()
+    # well inside one tile (a product's footprint is kept as lon/lat bounds: keep clear of the tile edges)
+    inside = ProjectGrid(UTM52, 10.0, (320200.0, 5330200.0, 320800.0, 5330800.0))
+    may = write_s2(root / "s2", datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc), inside)
+    october = write_s2(root / "s2", datetime(2023, 10, 5, 2, 35, 51, tzinfo=timezone.utc), GRID)  # out of season
+    config = {
+        "aoi": str(root / "aoi.geojson"), "crs": "EPSG:32652", "resolution": 10,
+        "season": {"start": "05-06", "end": "09-27"},
+        "inputs": {"s1": str(root / "s1"), "s2": str(root / "s2"), "cache": str(root / "cache.json")},
+        "grid": {"tile_size": 1000},
+        "stack": {"time_axis": "regular", "step_days": 12, "mode": "chronological"},
+    }
+    return {"config": config, "may": may, "october": october}
+
+
+@pytest.fixture
+def config(setup):
+    return copy.deepcopy(setup["config"])
+
+
+def variant(config, **changes) -> dict:
+    out = copy.deepcopy(config)
+    for path, value in changes.items():
+        section, _, key = path.rpartition("__")
+        (out[section] if section else out)[key] = value
+    return out
+
+
+def test_grid_and_tiles(config):
+    plan = build_plan(config)
+    assert plan.grid == GRID
+    assert plan.tile_ids == TILES
+    assert build_plan(variant(config, crs="auto")).grid == GRID  # UTM zone of the AOI's centroid
+
+
+def test_inventories_and_season_filtering(config, setup):
+    plan = build_plan(config)
+    assert plan.s1_scenes["scene"].tolist() == [SCENE1, SCENE2]
+    assert plan.s1_scenes["relative_orbit"].tolist() == [32, 32]
+    assert plan.s1_pairs["pair"].tolist() == ["R032_20230508_20230520"]
+    may = setup["may"].name.removesuffix(".SAFE")
+    assert setup["october"].exists()
+    assert plan.s2_scenes["scene"].tolist() == [may]  # the October product is out of season
+    assert scene_path(plan.s2_scenes, "scene", may) == str(setup["may"])
+    with pytest.raises(KeyError, match="not in the inventory"):
+        scene_path(plan.s2_scenes, "scene", "S2B_nothing")
+    late = build_plan(variant(config, season__start="05-10"))
+    assert late.s1_scenes["scene"].tolist() == [SCENE2]
+    assert late.s1_pairs.empty  # its reference scene is out of season
+    assert all(late.tile_inputs[t]["coh"] == [] for t in TILES)
+    assert all(late.tile_inputs[t]["s1"] == [SCENE2] for t in TILES)
+    assert late.s2_scenes["scene"].tolist() == [may]
+
+
+def test_tile_inputs(config, setup):
+    plan = build_plan(config)
+    may = setup["may"].name.removesuffix(".SAFE")
+    assert set(plan.tile_inputs) == set(TILES)
+    for tile in TILES:
+        assert plan.tile_inputs[tile]["s1"] == [SCENE1, SCENE2]  # the S1 rasters cover the whole AOI
+        assert plan.tile_inputs[tile]["coh"] == [PAIR]
+        # a product covering one tile feeds only that tile
+        assert plan.tile_inputs[tile]["s2"] == ([may] if tile == S2_TILE else [])
+
+
+def test_regular_target_dates(config):
+    plan = build_plan(config)
+    expected = [str(d) for d in regular_dates(2023, "05-06", "09-27", 12)]
+    assert len(expected) == 13 and expected[0] == "2023-05-06" and expected[-1] == "2023-09-27"
+    assert plan.target_dates == {"s1": expected, "coh": expected, "s2": expected}
+    six = build_plan(variant(config, stack__step_days=6))
+    assert six.target_dates["s2"][:3] == ["2023-05-06", "2023-05-12", "2023-05-18"]
+    np.testing.assert_array_equal(as_days(expected[:2]), np.array(["2023-05-06", "2023-05-18"], "datetime64[D]"))
+
+
+def test_acquisition_target_dates_chronological_union(config):
+    plan = build_plan(variant(config, stack__time_axis="acquisitions"))
+    union = ["2023-05-08", "2023-05-12", "2023-05-20"]
+    assert plan.target_dates == {"s1": union, "coh": union, "s2": union}
+
+
+def test_acquisition_target_dates_separate_per_source(config):
+    plan = build_plan(variant(config, stack__time_axis="acquisitions", stack__mode="separate"))
+    assert plan.target_dates == {"s1": ["2023-05-08", "2023-05-20"], "coh": ["2023-05-20"],  # at the secondary
+                                 "s2": ["2023-05-12"]}

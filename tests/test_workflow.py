@@ -1,0 +1,196 @@
+"""The real Snakefile on a tiny simulated demo (2 tiles): outputs, grid, accuracy, report, lint, reruns, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import yaml
+
+from cropflow.grid import ProjectGrid
+from cropflow.legend import Legend
+from cropflow.simulate.sentinel2 import write_l2a
+
+REPO = Path(__file__).resolve().parents[1]
+LEGEND = REPO / "resources" / "legend.yaml"
+# 4 x 2 km in UTM 52N: two 2 km tiles of 200 x 200 pixels at 10 m
+AOI_BOUNDS = (320000.0, 5330000.0, 324000.0, 5332000.0)
+TILES = ["E0320000N5330000", "E0322000N5330000"]
+# Minimum test-split overall accuracy of the random forest on the tiny demo. The simulator's classes
+# overlap on purpose (maize/soybean/other crops share phenology, with per-parcel sowing shifts, vigour and
+# speckle): an RF on the simulator's own per-pixel truth series reaches about 0.8-0.9 (tests/test_simulate.py);
+# the workflow adds resampling, gap filling of cloudy dates and a spatial split with few parcels, so 0.6 is
+# a margin below what the data support and far above the majority-class rate of the crops.
+MIN_OA_RF = 0.6
+
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
+         "--workflow-profile", "none", *args],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def write_config(workdir: Path, **overrides) -> dict:
+    with open(REPO / "config" / "config.yaml") as f:
+        config = yaml.safe_load(f)
+    config.update({
+        "aoi": str(workdir / "aoi.geojson"),
+        "legend": str(LEGEND),
+        "inputs": {"s1": "data/s1", "s2": "data/s2", "parcels": "data/parcels.gpkg", "label_field": "crop",
+                   "cropland_mask": "data/cropland.tif", "cache": ".cropflow/inventory-cache.json"},
+    })
+    config["grid"]["tile_size"] = 2000
+    config["partition"]["cell_size"] = 500
+    config["partition"]["candidates"] = 200
+    config["samples"]["pixels_per_parcel"] = 20
+    config["models"]["rf"]["n_estimators"] = 100
+    config["models"]["tempcnn"].update({"epochs": 15, "patience": 4, "filters": 32, "dense": 64})
+    config["simulate"] = {"year": 2023}
+    for key, value in overrides.items():
+        config[key] = value
+    (workdir / "config").mkdir(exist_ok=True)
+    with open(workdir / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return config
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """A complete run of the workflow on a simulated 2-tile demo."""
+    workdir = tmp_path_factory.mktemp("demo")
+    gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
+    write_config(workdir)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", str(workdir / "config" / "config.yaml"),
+                    "--out", str(workdir / "data")], check=True, cwd=workdir, env=env, capture_output=True)
+    snakemake(workdir)
+    return workdir
+
+
+def test_map_on_project_grid_with_legend_values(demo):
+    legend = Legend.load(str(LEGEND))
+    for model in ("rf", "tempcnn"):
+        with rasterio.open(demo / "results" / "maps" / model / "mosaic.tif") as src:
+            assert src.crs.to_epsg() == 32652
+            assert (src.bounds.left, src.bounds.bottom, src.bounds.right, src.bounds.top) == AOI_BOUNDS
+            assert src.res == (10.0, 10.0)
+            assert src.dtypes[0] == "uint8" and src.nodata == 0
+            data = src.read(1)
+            assert set(np.unique(data)) <= {0, *legend.ids}
+            assert (data > 0).mean() > 0.3, "most of the AOI should be mapped"
+            assert src.colormap(1)[legend.ids[0]][:3] == legend.classes[0].rgba[:3]
+
+
+def test_accuracy_above_threshold(demo):
+    metrics = json.loads((demo / "results" / "metrics" / "rf.json").read_text())
+    assert metrics["oa"] >= MIN_OA_RF, metrics["oa"]
+    assert metrics["oa"] < 1.0, "the simulator must not make the problem trivial"
+    assert -1 <= metrics["kappa"] <= 1
+    deep = json.loads((demo / "results" / "metrics" / "tempcnn.json").read_text())
+    assert set(deep["per_class"]) >= {"maize", "soybean"}
+
+
+def test_every_parcel_accounted_for(demo):
+    summary = json.loads((demo / "results" / "partition" / "split_report.json").read_text())
+    n_input = len(gpd.read_file(demo / "data" / "parcels.gpkg"))
+    assert summary["n_input"] == n_input == summary["kept"] + summary["dropped"]
+    parcels = gpd.read_file(demo / "results" / "labels" / "parcels.gpkg")
+    assert set(parcels["split"]) == {"train", "val", "test"}
+
+
+def test_report_builds(demo):
+    snakemake(demo, "--report", "report.html")
+    html = (demo / "report.html").read_text(errors="ignore")
+    assert "split_report" in html and "profiles.png" in html
+
+
+def test_lint_is_clean(demo):
+    proc = snakemake(demo, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def dry_run_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (the job stats table)."""
+    proc = snakemake(workdir, "-n", "--quiet", "rules")
+    counts: dict[str, int] = {}
+    for line in proc.stdout.splitlines():
+        m = re.fullmatch(r"\s*([a-z0-9_]+)\s+(\d+)\s*", line)
+        if m and m.group(1) not in ("total", "job", "count"):
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def add_s2_product(workdir: Path, tile_bounds: tuple[float, float, float, float]) -> str:
+    """A clear L2A product (vegetation everywhere) whose footprint lies inside one tile."""
+    left, bottom, right, top = tile_bounds
+    grid10 = ProjectGrid("EPSG:32652", 10.0, (left + 200, bottom + 200, right - 200, top - 200))
+    h, w = grid10.shape
+    rng = np.random.default_rng(7)
+    refl = {b: rng.uniform(0.02, 0.4, (h, w)).astype(np.float32) for b in ("B02", "B03", "B04", "B08")}
+    refl |= {b: rng.uniform(0.02, 0.4, (h // 2, w // 2)).astype(np.float32)
+             for b in ("B05", "B06", "B07", "B8A", "B11", "B12")}
+    path = write_l2a(workdir / "data" / "s2", platform="S2B", sensing_time=datetime(2023, 8, 29, 2, 35, 51),
+                     mgrs_tile="52UCU", relative_orbit=89, baseline="05.09", grid10=grid10, reflectance=refl,
+                     scl=np.full((h // 2, w // 2), 4, np.uint8))
+    return path.name.removesuffix(".SAFE")
+
+
+def test_nothing_to_do_after_a_complete_run(demo):
+    assert dry_run_jobs(demo) == {}
+
+
+def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
+    work = tmp_path / "rerun"
+    shutil.copytree(demo, work, symlinks=True)
+    write_config(work)  # the AOI path points into the copy
+    (work / "aoi.geojson").write_bytes((demo / "aoi.geojson").read_bytes())
+    assert dry_run_jobs(work) == {}
+    add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0))
+    jobs = dry_run_jobs(work)
+    assert jobs.get("s2_ingest") == 1
+    assert jobs.get("stack") == 1, "only the tile the new product covers is restacked"
+    assert jobs.get("samples_tile") == 1
+    for unaffected in ("grid", "s1_import_scene", "s1_import_pair", "s1_features", "labels_clean", "partition",
+                       "labels_tile"):
+        assert unaffected not in jobs, (unaffected, jobs)
+    # the model is retrained on the new samples, so every tile is mapped again
+    assert jobs.get("train") == 2 and jobs.get("infer") == 2 * len(TILES) and jobs.get("mosaic") == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("resolution", "ten", "resolution"),
+        ("seed", -1, "seed"),
+        ("partition", {"cell_size": 500, "fractions": {"train": 1.5, "val": 0.2, "test": 0.2}, "candidates": 10,
+                       "subsample": 1.0, "min_pixels": 1}, "train"),
+    ],
+)
+def test_bad_config_value_names_the_key(tmp_path, key, value, message):
+    gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    write_config(tmp_path, **{key: value})
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "ValidationError" in out or "validat" in out.lower()
+    assert message in out
