@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 
 setup: $(VENV)/.installed
 
-data/demo/.complete: $(VENV)/.installed config/demo.yaml
-	$(VENV)/bin/cropflow simulate --config config/demo.yaml --out data/demo
+data/demo/.complete: $(VENV)/.installed config/config.yaml config/demo.yaml
+	$(VENV)/bin/cropflow simulate --config config/config.yaml config/demo.yaml --out data/demo
 	touch $@
 
 demo: data/demo/.complete

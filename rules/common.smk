@@ -2,20 +2,22 @@
 # input functions used by the rule files. Rules themselves only wire files.
 
 import json
-import os
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-# Jobs run `python -m cropflow`: the package is found through PYTHONPATH, and the interpreter running
-# snakemake comes first on PATH (a conda env activated with --sdm conda still takes precedence in its jobs).
-PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
-sys.path.insert(0, PACKAGE_DIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH", "")) if p
-)
-os.environ["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+# Jobs run `python -m cropflow`: the package is found through PYTHONPATH. Without --sdm conda, `python` is
+# the interpreter running snakemake (the virtual environment, activated or not); with it, each rule's env.
+PACKAGE_DIR = Path(workflow.basedir) / "workflow"
+sys.path.insert(0, str(PACKAGE_DIR))
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    shell.prefix(f"export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))}; ")
+else:
+    INTERPRETER_DIR = shlex.quote(str(Path(sys.executable).parent))
+    shell.prefix(f'export PYTHONPATH={shlex.quote(str(PACKAGE_DIR))} PATH={INTERPRETER_DIR}:"$PATH"; ')
 
 validate(config, schema="../config/schema.yaml")
 
@@ -37,7 +39,7 @@ wildcard_constraints:
 
 def as_json(value):
     """A config value as a shell-quoted JSON argument."""
-    return "'" + json.dumps(value, sort_keys=True).replace("'", "'\\''") + "'"
+    return shlex.quote(json.dumps(value, sort_keys=True))
 
 
 def get_s1_scene_input(wildcards):

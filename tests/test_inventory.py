@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import shapely
 import pytest
 from pyproj import Transformer
 
@@ -72,7 +73,7 @@ def test_second_scan_reads_no_product_and_a_new_one_is_read_alone(tmp_path, coun
     product(s2, day=0)
     product(s2, day=5, zip=True)
     first = scan_s2(s2, cache)
-    assert len(counted) == 2 and json.loads(cache.read_text())["version"] == 1
+    assert len(counted) == 2 and json.loads(cache.read_text())["version"] == inventory._CACHE_VERSION
     counted.clear()
     second = scan_s2(s2, cache)
     assert counted == []
@@ -223,8 +224,21 @@ def test_in_season_scenes_for_tile_and_csv(tmp_path):
     assert in_season(df, "09-01", "05-05")["scene"].tolist() == ["x", "z"]  # over the new year
     with pytest.raises(ValueError, match="season.start"):
         in_season(df, "5-6", "09-27")
-    assert scenes_for_tile(df, (127.2, 48.1, 128.2, 48.2)) == ["y", "z"]
-    assert scenes_for_tile(df, (126.5, 48.1, 127.0, 48.2)) == []  # edges that only touch
+    df["footprint"] = [inventory.footprint_wkt("EPSG:4326", (w, s, e, n))
+                       for w, s, e, n in df[["west", "south", "east", "north"]].to_numpy()]
+    tile = shapely.box(127.2, 48.1, 128.2, 48.2)
+    assert scenes_for_tile(df, tile, "EPSG:4326", 1e-6) == ["y", "z"]
+    assert scenes_for_tile(df, shapely.box(126.5, 48.1, 127.0, 48.2), "EPSG:4326", 1e-6) == []  # edges touch
     out = tmp_path / "inv" / "scenes.csv"
     write_inventory(df, out)
     pd.testing.assert_frame_equal(pd.read_csv(out), df)
+
+
+def test_product_exactly_on_a_tile_feeds_only_that_tile():
+    """A UTM rectangle's lon/lat bounding box is larger than the rectangle: the footprint must not be."""
+    utm = (320000.0, 5330000.0, 330000.0, 5340000.0)
+    df = pd.DataFrame({"scene": ["p"], "footprint": [inventory.footprint_wkt("EPSG:32652", utm)]})
+    assert scenes_for_tile(df, shapely.box(*utm), "EPSG:32652", 100.0) == ["p"]
+    for neighbour in ((330000.0, 5330000.0, 340000.0, 5340000.0), (330000.0, 5340000.0, 340000.0, 5350000.0),
+                      (310000.0, 5330000.0, 320000.0, 5340000.0)):
+        assert scenes_for_tile(df, shapely.box(*neighbour), "EPSG:32652", 100.0) == []

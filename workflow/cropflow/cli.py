@@ -35,6 +35,14 @@ def _json(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from err
 
 
+def _merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base`` (nested mappings merged, other values replaced)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def _load_grid(path: str):
     from cropflow.grid import ProjectGrid
 
@@ -68,7 +76,9 @@ def _threads(n: int | None) -> None:
 # --- simulate -------------------------------------------------------------------------------------------
 
 def _simulate_args(p):
-    p.add_argument("--config", required=True, help="workflow config (its aoi, crs, resolution, season, seed, legend, simulate keys)")
+    p.add_argument("--config", nargs="+", required=True,
+                   help="workflow config file(s), later ones overriding earlier ones as with snakemake --configfile;"
+                        " their aoi, crs, resolution, season, seed, legend and simulate keys are used")
     p.add_argument("--out", required=True, help="output folder (e.g. data/demo)")
 
 
@@ -78,8 +88,10 @@ def _simulate(a):
 
     from cropflow.simulate import simulate
 
-    with open(a.config) as f:
-        cfg = yaml.safe_load(f)
+    cfg: dict = {}
+    for path in a.config:
+        with open(path) as f:
+            cfg = _merge(cfg, yaml.safe_load(f) or {})
     summary = simulate(cfg["aoi"], a.out, crs=cfg["crs"], resolution=cfg["resolution"],
                        season=(cfg["season"]["start"], cfg["season"]["end"]), seed=cfg["seed"],
                        legend_path=cfg["legend"], **cfg.get("simulate", {}))

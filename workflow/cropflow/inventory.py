@@ -18,10 +18,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyproj
 import rasterio
 import rasterio.errors
 import rasterio.warp
+import shapely
 
 from cropflow.atomic import atomic_path
 from cropflow.s2 import L2A_NAME_RE, open_l2a, product_bounds, strip_product_suffix
@@ -29,11 +32,11 @@ from cropflow.s2 import L2A_NAME_RE, open_l2a, product_bounds, strip_product_suf
 log = logging.getLogger(__name__)
 
 S2_COLUMNS = ["scene", "platform", "mgrs_tile", "datetime", "relative_orbit", "baseline", "path", "size",
-              "checksum", "west", "south", "east", "north"]
+              "checksum", "west", "south", "east", "north", "footprint"]
 S1_SCENE_COLUMNS = ["scene", "platform", "relative_orbit", "pass", "datetime", "path", "size", "checksum",
-                    "west", "south", "east", "north"]
+                    "west", "south", "east", "north", "footprint"]
 S1_PAIR_COLUMNS = ["pair", "platform", "relative_orbit", "reference", "secondary", "datetime_ref", "datetime_sec",
-                   "path", "size", "checksum", "west", "south", "east", "north"]
+                   "path", "size", "checksum", "west", "south", "east", "north", "footprint"]
 PAIR_COLUMNS = ["pair", "platform", "relative_orbit", "reference", "secondary", "datetime_ref", "datetime_sec",
                 "days"]
 
@@ -46,7 +49,7 @@ S1_SCENE_RE = re.compile(
 PAIR_RE = re.compile(r"^R(?P<orbit>\d{3})_(?P<ref>\d{8})_(?P<sec>\d{8})$")
 #: absolute -> relative orbit: (absolute - offset) % 175 + 1 (Sentinel-1 12-day repeat cycle of 175 orbits)
 _S1_ORBIT_OFFSET = {"S1A": 73, "S1B": 27}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _HASH_LIMIT = 64 * 2**20
 
 
@@ -54,9 +57,22 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _bounds_4326(src: rasterio.io.DatasetReader) -> dict[str, float]:
+def footprint_wkt(crs, bounds: Sequence[float]) -> str:
+    """The raster's rectangle in its own CRS, densified and reprojected to EPSG:4326, as WKT (1e-8 degrees).
+
+    Unlike a lon/lat bounding box, this polygon follows the product's true outline, so a product that
+    exactly fills one tile does not also overlap its neighbours.
+    """
+    left, bottom, right, top = bounds
+    ring = shapely.box(left, bottom, right, top).segmentize(max(right - left, top - bottom) / 32)
+    to_4326 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return shapely.to_wkt(shapely.transform(ring, lambda xy: np.column_stack(to_4326.transform(xy[:, 0], xy[:, 1]))),
+                          rounding_precision=8)
+
+
+def _bounds_4326(src: rasterio.io.DatasetReader) -> dict[str, float | str]:
     w, s, e, n = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-    return {"west": w, "south": s, "east": e, "north": n}
+    return {"west": w, "south": s, "east": e, "north": n, "footprint": footprint_wkt(src.crs, src.bounds)}
 
 
 # --------------------------------------------------------------------------------------------------- cache
@@ -180,13 +196,15 @@ def _read_s2_record(path: Path, kind: str) -> dict:
     try:
         product = open_l2a(path)
         west, south, east, north = product_bounds(product)
+        with rasterio.open(product.band_path("SCL")) as src:
+            footprint = footprint_wkt(src.crs, src.bounds)
     except (OSError, ValueError, KeyError, rasterio.errors.RasterioError) as err:
         raise ValueError(f"{path}: unreadable Sentinel-2 L2A product ({err}); re-download it or remove it "
                          f"from {path.parent}") from err
     return {"entry": path.name, "scene": product.name, "platform": product.platform, "mgrs_tile": product.mgrs_tile,
             "datetime": _iso(product.datetime), "relative_orbit": product.relative_orbit,
             "baseline": product.baseline, "size": _tree_size(path), "checksum": product.metadata_sha256,
-            "west": west, "south": south, "east": east, "north": north}
+            "west": west, "south": south, "east": east, "north": north, "footprint": footprint}
 
 
 def _keep_newest_baseline(df: pd.DataFrame) -> pd.DataFrame:
@@ -405,13 +423,17 @@ def in_season(df: pd.DataFrame, start_mmdd: str, end_mmdd: str, columns: Sequenc
     return df[keep]
 
 
-def scenes_for_tile(df: pd.DataFrame, tile_bounds_4326: Sequence[float]) -> list[str]:
-    """Ids (``scene`` or ``pair`` column) whose footprint bounds overlap the tile's bounds (west, south,
-    east, north in EPSG:4326) with a positive area. Footprints crossing the antimeridian are not handled."""
-    w, s, e, n = tile_bounds_4326
-    hit = (df["west"] < e) & (df["east"] > w) & (df["south"] < n) & (df["north"] > s)
+def scenes_for_tile(df: pd.DataFrame, tile: shapely.Geometry, crs: str, min_area: float) -> list[str]:
+    """Ids (``scene`` or ``pair`` column) whose footprint overlaps ``tile`` (a polygon in ``crs``) by at least
+    ``min_area`` (one pixel, in the workflow): products whose outline only touches the tile do not count."""
     key = "scene" if "scene" in df.columns else "pair"
-    return df.loc[hit, key].tolist()
+    if df.empty:
+        return []
+    footprints = shapely.from_wkt(df["footprint"].to_numpy())
+    to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    projected = shapely.transform(footprints, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
+    overlap = shapely.area(shapely.intersection(projected, tile))
+    return sorted(df.loc[overlap >= min_area, key])
 
 
 def write_inventory(df: pd.DataFrame, path: str | os.PathLike) -> None:

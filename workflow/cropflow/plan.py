@@ -13,7 +13,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 
 from cropflow import inventory
 from cropflow.grid import ProjectGrid, make_tiles, project_grid, read_aoi
@@ -35,17 +34,6 @@ class Plan:
     @property
     def tile_ids(self) -> list[str]:
         return list(self.tiles["tile_id"])
-
-
-def _tile_footprints(tiles: gpd.GeoDataFrame) -> list[shapely.Geometry]:
-    return list(tiles.to_crs("EPSG:4326").geometry)
-
-
-def _overlapping(df: pd.DataFrame, key: str, footprint: shapely.Geometry) -> list[str]:
-    if df.empty:
-        return []
-    boxes = shapely.box(df["west"].to_numpy(), df["south"].to_numpy(), df["east"].to_numpy(), df["north"].to_numpy())
-    return sorted(df.loc[shapely.intersects(boxes, footprint), key])
 
 
 def _season_year(*frames: pd.DataFrame) -> int:
@@ -71,11 +59,10 @@ def build_plan(config: dict) -> Plan:
         s1_pairs = s1_pairs[s1_pairs["reference"].isin(kept) & s1_pairs["secondary"].isin(kept)]
     plan = Plan(grid, tiles, s1_scenes.reset_index(drop=True), s1_pairs.reset_index(drop=True),
                 s2_scenes.reset_index(drop=True))
-    for tile, footprint in zip(tiles["tile_id"], _tile_footprints(tiles)):
+    for tile, geometry in zip(tiles["tile_id"], tiles.geometry):
         plan.tile_inputs[tile] = {
-            "s1": _overlapping(s1_scenes, "scene", footprint),
-            "coh": _overlapping(s1_pairs, "pair", footprint),
-            "s2": _overlapping(s2_scenes, "scene", footprint),
+            source: inventory.scenes_for_tile(df, geometry, grid.crs, grid.resolution**2)
+            for source, df in (("s1", s1_scenes), ("coh", s1_pairs), ("s2", s2_scenes))
         }
     plan.target_dates = target_dates(config, plan)
     return plan
