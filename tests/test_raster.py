@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import rasterio
+import rasterio.enums
+import rasterio.vrt
 
 from cropflow.grid import ProjectGrid
 from cropflow.raster import RasterWriter, band_names, cog_writer, raster_tags, read_on_grid, row_windows, write_raster
@@ -194,3 +196,20 @@ def test_read_on_grid_without_crs_raises_naming_the_file(tmp_path):
         dst.write(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(ValueError, match="nocrs.tif has no CRS"):
         read_on_grid(path, GRID)
+
+
+@pytest.mark.parametrize("bounds", [(100.0, 50.0, 300.0, 150.0), (-50.0, -30.0, 120.0, 90.0), (500.0, 0.0, 600.0, 100.0)])
+def test_read_on_grid_lattice_window_equals_the_nearest_warp(tmp_path, bounds):
+    """On-lattice sources take a direct window read: it must give exactly the nearest-neighbour warp's pixels."""
+    src_grid = ProjectGrid("EPSG:32652", 10.0, (0.0, 0.0, 400.0, 200.0))
+    data = np.random.default_rng(3).normal(size=(2, *src_grid.shape)).astype(np.float32)
+    data[:, :3, :4] = np.nan
+    path = tmp_path / "src.tif"
+    write_raster(path, data, src_grid, nodata=float("nan"))
+    target = ProjectGrid("EPSG:32652", 10.0, bounds)
+    got = read_on_grid(path, target)
+    with rasterio.open(path) as src, rasterio.vrt.WarpedVRT(
+            src, crs=target.crs, transform=target.transform, width=target.width, height=target.height,
+            resampling=rasterio.enums.Resampling.nearest, nodata=float("nan")) as vrt:
+        expected = vrt.read(out_dtype="float32")
+    np.testing.assert_array_equal(got, expected)

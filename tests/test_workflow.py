@@ -13,13 +13,16 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import shapely
 import yaml
 
+from cropflow.cube import open_cube
 from cropflow.grid import ProjectGrid
 from cropflow.legend import Legend
+from cropflow.sampleset import load_split
 from cropflow.simulate.sentinel2 import write_l2a
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +195,30 @@ def test_bad_config_value_names_the_key(tmp_path, key, value, message):
     out = proc.stdout + proc.stderr
     assert "ValidationError" in out or "validat" in out.lower()
     assert message in out
+
+
+def test_alternative_settings_run_end_to_end(tmp_path):
+    """Separate time axes per source, KNN gap filling, acquisition dates, patches, probabilities, no post-processing."""
+    gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    config = write_config(tmp_path)
+    config["stack"].update({"mode": "separate", "gapfill": "knn", "time_axis": "acquisitions"})
+    config["samples"].update({"patches": True, "patch_size": 5, "pixels_per_parcel": 5})
+    config["inference"]["probabilities"] = True
+    config["postprocess"] = {"majority_filter": False, "cropland_mask": False}
+    config["models"]["enabled"] = ["tempcnn"]
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=tmp_path, env=env, capture_output=True)
+    snakemake(tmp_path)
+    cube = open_cube(tmp_path / "results" / "cubes" / f"{TILES[0]}.zarr")
+    assert {"s1", "coh", "s2"} <= set(cube.data_vars)
+    s2_dates = {str(t)[:10] for t in cube["time_s2"].values}
+    selection = pd.read_csv(tmp_path / "results" / "inventory" / "s2_selection.csv")
+    assert s2_dates == {d[:10] for d in pd.read_csv(tmp_path / "results" / "inventory" / "s2_scenes.csv")["datetime"]}
+    assert (~selection["used"]).sum() == 1, "the cloudy S2 product is skipped"
+    train = load_split(tmp_path / "results" / "samples" / "train.zarr")
+    assert set(train.patches) == {"s1", "coh", "s2"} and train.patches["s2"].shape[1:3] == (5, 5)
+    with rasterio.open(tmp_path / "results" / "maps" / "tempcnn" / f"{TILES[0]}_proba.tif") as src:
+        assert src.count == 7 and src.dtypes[0] == "uint8"

@@ -35,6 +35,16 @@ def _json(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from err
 
 
+def _required(*names: str) -> Callable[[argparse.ArgumentParser], None]:
+    """An arguments function declaring required ``--<name>`` options, for commands that take only paths."""
+
+    def args_fn(p: argparse.ArgumentParser) -> None:
+        for name in names:
+            p.add_argument(f"--{name}", required=True)
+
+    return args_fn
+
+
 def _merge(base: dict, update: dict) -> dict:
     """Deep-merge ``update`` into a copy of ``base`` (nested mappings merged, other values replaced)."""
     out = dict(base)
@@ -101,13 +111,9 @@ def _simulate(a):
 # --- inventory and grid ---------------------------------------------------------------------------------
 
 def _inventory_args(p):
-    p.add_argument("--s1", required=True)
-    p.add_argument("--s2", required=True)
-    p.add_argument("--cache", required=True)
+    _required("s1", "s2", "cache")(p)
     p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
-    p.add_argument("--out-s1", required=True)
-    p.add_argument("--out-pairs", required=True)
-    p.add_argument("--out-s2", required=True)
+    _required("out-s1", "out-pairs", "out-s2")(p)
 
 
 @command("inventory", "scan the input folders and write the product and pair tables", _inventory_args)
@@ -128,8 +134,7 @@ def _grid_args(p):
     p.add_argument("--crs", default="auto")
     p.add_argument("--resolution", type=float, required=True)
     p.add_argument("--tile-size", type=float, required=True)
-    p.add_argument("--out-grid", required=True)
-    p.add_argument("--out-tiles", required=True)
+    _required("out-grid", "out-tiles")(p)
 
 
 @command("grid", "project grid and tiles over the AOI", _grid_args)
@@ -151,9 +156,7 @@ def _grid(a):
 
 def _s1_import_args(p):
     p.add_argument("--kind", choices=["scene", "pair"], required=True)
-    p.add_argument("--src", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--out", required=True)
+    _required("src", "grid", "out")(p)
 
 
 @command("s1-import", "validate an S1 seam product (scene C2 or pair coherence) and copy it into results", _s1_import_args)
@@ -182,15 +185,12 @@ def _s1_features(a):
 # --- Sentinel-2 -----------------------------------------------------------------------------------------
 
 def _s2_args(p):
-    p.add_argument("--product", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--aoi", required=True)
+    _required("product", "grid", "aoi")(p)
     p.add_argument("--bands", nargs="+", required=True)
     p.add_argument("--invalid-scl", nargs="*", type=int, default=[])
     p.add_argument("--cloud-scl", nargs="*", type=int, default=[])
     p.add_argument("--max-cloud", type=float, required=True)
-    p.add_argument("--out-tif", required=True)
-    p.add_argument("--out-json", required=True)
+    _required("out-tif", "out-json")(p)
 
 
 @command("s2", "an L2A product's bands on the project grid, SCL mask and cloud fraction over the AOI", _s2_args)
@@ -227,14 +227,9 @@ def _s2_selection(a):
 # --- labels and partition -------------------------------------------------------------------------------
 
 def _labels_args(p):
-    p.add_argument("--parcels", required=True)
-    p.add_argument("--label-field", required=True)
-    p.add_argument("--aoi", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--legend", required=True)
+    _required("parcels", "label-field", "aoi", "grid", "legend")(p)
     p.add_argument("--min-pixels", type=int, default=1)
-    p.add_argument("--out", required=True)
-    p.add_argument("--out-dropped", required=True)
+    _required("out", "out-dropped")(p)
 
 
 @command("labels", "clean the parcels (CRS, geometry, legend, AOI) and record every dropped parcel", _labels_args)
@@ -286,15 +281,9 @@ def _partition(a):
 
 
 def _labels_tile_args(p):
-    p.add_argument("--parcels", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--tiles", required=True)
-    p.add_argument("--tile", required=True)
-    p.add_argument("--legend", required=True)
+    _required("parcels", "grid", "tiles", "tile", "legend")(p)
     p.add_argument("--cropland-mask", default="none", help="land-cover raster (non-zero = cropland) or 'none'")
-    p.add_argument("--out-class", required=True)
-    p.add_argument("--out-parcel", required=True)
-    p.add_argument("--out-cropland", required=True)
+    _required("out-class", "out-parcel", "out-cropland")(p)
 
 
 @command("labels-tile", "a tile's class, parcel-id and cropland rasters", _labels_tile_args)
@@ -313,9 +302,7 @@ def _labels_tile(a):
 # --- stack and samples ----------------------------------------------------------------------------------
 
 def _stack_args(p):
-    p.add_argument("--tile", required=True)
-    p.add_argument("--grid", required=True)
-    p.add_argument("--tiles", required=True)
+    _required("tile", "grid", "tiles")(p)
     p.add_argument("--s1", nargs="*", default=[])
     p.add_argument("--coh", nargs="*", default=[])
     p.add_argument("--s2", nargs="*", default=[])
@@ -379,9 +366,7 @@ def _samples_merge(a):
 # --- models ---------------------------------------------------------------------------------------------
 
 def _train_args(p):
-    p.add_argument("--model", required=True)
-    p.add_argument("--train", required=True)
-    p.add_argument("--val", required=True)
+    _required("model", "train", "val")(p)
     p.add_argument("--params", type=_json, default={})
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0)
@@ -397,14 +382,7 @@ def _train(a):
     train(a.model, load_split(a.train), load_split(a.val), a.params, a.seed, a.out)
 
 
-def _evaluate_args(p):
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--test", required=True)
-    p.add_argument("--out-json", required=True)
-    p.add_argument("--out-png", required=True)
-
-
-@command("evaluate", "metrics of a trained model on the test split", _evaluate_args)
+@command("evaluate", "metrics of a trained model on the test split", _required("model-dir", "test", "out-json", "out-png"))
 def _evaluate(a):
     from cropflow.metrics import evaluate_model
     from cropflow.sampleset import load_split
@@ -413,9 +391,7 @@ def _evaluate(a):
 
 
 def _infer_args(p):
-    p.add_argument("--cube", required=True)
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--legend", required=True)
+    _required("cube", "model-dir", "legend")(p)
     p.add_argument("--window-rows", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--threads", type=int, default=0)
@@ -434,8 +410,7 @@ def _infer(a):
 def _mosaic_args(p):
     p.add_argument("--maps", nargs="+", required=True)
     p.add_argument("--cropland", nargs="*", default=[])
-    p.add_argument("--grid", required=True)
-    p.add_argument("--legend", required=True)
+    _required("grid", "legend")(p)
     p.add_argument("--majority", action="store_true")
     p.add_argument("--mask-cropland", action="store_true")
     p.add_argument("--out", required=True)
@@ -450,13 +425,7 @@ def _mosaic(a):
 
 # --- report figures -------------------------------------------------------------------------------------
 
-def _profiles_args(p):
-    p.add_argument("--train", required=True)
-    p.add_argument("--legend", required=True)
-    p.add_argument("--out", required=True)
-
-
-@command("profiles", "temporal profiles per class and band from the train split", _profiles_args)
+@command("profiles", "temporal profiles per class and band from the train split", _required("train", "legend", "out"))
 def _profiles(a):
     from cropflow.figures import temporal_profiles
     from cropflow.sampleset import load_split
@@ -464,13 +433,7 @@ def _profiles(a):
     temporal_profiles(load_split(a.train), a.legend, a.out)
 
 
-def _quicklook_args(p):
-    p.add_argument("--mosaic", required=True)
-    p.add_argument("--legend", required=True)
-    p.add_argument("--out", required=True)
-
-
-@command("quicklook", "PNG quicklook of a class map", _quicklook_args)
+@command("quicklook", "PNG quicklook of a class map", _required("mosaic", "legend", "out"))
 def _quicklook(a):
     from cropflow.figures import quicklook
 
