@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from cropflow.gapfill import interpolate_time, knn_fill  # noqa: E402
+from cropflow.gapfill import interpolate_time, knn_fill
 
 CLOUD_FRACTION = 0.4
 MEAN_CLOUD_RUN = 2.5  # acquisitions
@@ -58,6 +58,19 @@ def cloudy_series(t: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return days, values
 
 
+def with_layout(values: np.ndarray, layout: str, rng: np.random.Generator) -> np.ndarray:
+    """Re-pattern the gaps: "independent" keeps each pixel's own cloud runs (the worst case: nearly every
+    pixel has its own validity pattern), "coherent" gives every pixel one of 32 patterns (spatially coherent
+    clouds, as over an S2 tile), "clear" removes every gap (S1 features)."""
+    if layout == "independent":
+        return values
+    filled = np.nan_to_num(values, nan=0.2)
+    if layout == "clear":
+        return filled
+    templates = np.isnan(values[:, rng.choice(values.shape[1], 32, replace=False)])
+    return np.where(templates[:, rng.integers(0, 32, values.shape[1])], np.float32(np.nan), filled)
+
+
 def reference_interp(values: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Per-pixel loop: numpy.interp over each pixel's valid steps; pixels without any stay NaN."""
     out = np.full(values.shape, np.nan, np.float32)
@@ -70,11 +83,11 @@ def reference_interp(values: np.ndarray, days: np.ndarray) -> np.ndarray:
 
 
 def compare(got: np.ndarray, want: np.ndarray, values: np.ndarray) -> tuple[str, bool]:
-    """Ours vs the reference: NaN masks and observed values identical, filled values within 1 float32 ulp.
+    """Ours vs the reference: NaN masks and observed values identical, filled values within 2 float32 ulps.
 
-    Both interpolate between the same two observations, but interpolate_time takes their difference in
-    float32 while numpy.interp works in float64, so a filled value may differ by one float32 ulp of the
-    pixel's largest |value| (several ulps of a smaller interpolated value).
+    Both interpolate between the same two observations, but ours computes in float32 (a weighted sum of the
+    two, or their difference) while numpy.interp works in float64, so a filled value may differ by up to two
+    float32 ulps of the pixel's largest |value| (more ulps of a smaller interpolated value).
     """
     observed = np.isfinite(values)
     same_nan = np.array_equal(np.isnan(got), np.isnan(want))
@@ -83,7 +96,7 @@ def compare(got: np.ndarray, want: np.ndarray, values: np.ndarray) -> tuple[str,
     ulp = np.broadcast_to(np.spacing(np.nanmax(np.abs(values), axis=0, initial=0.0)), values.shape)
     ulps = np.abs(got[filled].astype(np.float64) - want[filled]) / ulp[filled]
     max_ulp = float(ulps.max()) if ulps.size else 0.0
-    ok = same_nan and same_obs and max_ulp <= 1.0
+    ok = same_nan and same_obs and max_ulp <= 2.0
     identical = float(np.mean(got[filled] == want[filled])) if ulps.size else 1.0
     text = f"{'equal' if same_nan else 'DIFFER':>5} {'equal' if same_obs else 'DIFFER':>6} {identical:7.1%} {max_ulp:4.1f}"
     return text, ok
@@ -141,11 +154,12 @@ def main() -> None:
           f"{MEAN_CLOUD_RUN} steps on average; reference = per-pixel numpy.interp on {subset:,d} random pixels, "
           f"time scaled x{args.n / subset:.0f} to N")
     print(f"copy bandwidth {bw / 1e9:.2f} GB/s (numpy copy of 512 MiB float32, read + write, best of 5)\n")
-    print(f"{'T':>3} {'NaN':>6} {'ours s':>8} {'ref s (scaled)':>15} {'ref/ours':>9} {'bound s':>8} "
+    print(f"{'layout':>11} {'T':>3} {'NaN':>6} {'ours s':>8} {'ref s (scaled)':>15} {'ref/ours':>9} {'bound s':>8} "
           f"{'ours BW':>8} {'ref BW':>7} {'ours Mpx/s':>11}  {'NaN':>5} {'obs':>6} {'filled=':>7} {'ulp':>4}")
     failed = False
-    for t in args.times:
+    for layout, t in [(lay, t) for lay in ("independent", "coherent", "clear") for t in args.times]:
         days, values = cloudy_series(t, args.n, rng)
+        values = with_layout(values, layout, rng)
         t_ours, got = best_time(interpolate_time, values, days, repeat=args.repeat)
         pick = np.sort(rng.choice(args.n, subset, replace=False))
         sub = np.ascontiguousarray(values[:, pick])
@@ -154,11 +168,11 @@ def main() -> None:
         status, ok = compare(got[:, pick], want, sub)
         failed |= not ok
         bound = 2 * values.nbytes / bw
-        print(f"{t:3d} {np.isnan(values).mean():6.1%} {t_ours:8.3f} {t_ref:15.3f} {t_ref / t_ours:9.1f} "
+        print(f"{layout:>11} {t:3d} {np.isnan(values).mean():6.1%} {t_ours:8.3f} {t_ref:15.3f} {t_ref / t_ours:9.1f} "
               f"{bound:8.4f} {bound / t_ours:8.1%} {bound / t_ref:7.2%} {args.n / t_ours / 1e6:11.2f}  {status}")
     print("BW: achieved fraction of memory bandwidth = bound / time, bound = 2 T N float32 / copy bandwidth.\n"
-          "On the reference pixels: NaN masks and observed values (obs) must be identical, filled values within 1\n"
-          "float32 ulp of the pixel's largest |value| (filled= : share bit-identical; ulp: largest difference).")
+          "On the reference pixels: NaN masks and observed values (obs) must be identical, filled values within 2\n"
+          "float32 ulps of the pixel's largest |value| (filled= : share bit-identical; ulp: largest difference).")
 
     size = args.knn_size
     layer = np.random.default_rng(args.seed + 1).normal(0.2, 0.05, (size, size)).astype(np.float32)

@@ -11,9 +11,10 @@ pixels of the cube (validation: a quarter as many): "rf" with 50 trees, "tempcnn
 Measured, per model, in one run:
 
 - infer_tile wall time (class COG only, best of --repeat) and pixels/s;
-- the share of that time spent reading the cube: cropflow.cube.pixel_series on the same row windows,
-  timed on its own, and the share spent predicting: cropflow.inference.predict_pixels on those (already
-  read) windows with the already loaded model; the rest is model loading, COG writing and overhead;
+- the shares of that time spent reading the cube (infer_tile's own cropflow.cube.pixel_series calls) and
+  predicting (its cropflow.inference.predict_pixels calls), timed by wrapping both names during the run;
+  the rest is model loading, COG writing and overhead. As a cross-check the reads are also timed alone:
+  pixel_series on the same row windows, without a model;
 - TempCNN only: model FLOPs per pixel counted from the layer shapes (multiply-adds of the Conv1D layers,
   2 k c_in c_out T each, and of the Dense layers, 2 in out each; batch norm, ReLU and softmax not counted),
   and the achieved FLOP/s (predicting and end to end) as a fraction of the sgemm rate of numpy's float32
@@ -33,24 +34,32 @@ import os
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from cropflow.cube import cube_inputs, open_cube, pixel_series  # noqa: E402
-from cropflow.grid import ProjectGrid  # noqa: E402
-from cropflow.inference import infer_tile, predict_pixels  # noqa: E402
-from cropflow.legend import Legend  # noqa: E402
-from cropflow.models import load_trained  # noqa: E402
-from cropflow.polsar import FEATURES  # noqa: E402
-from cropflow.raster import row_windows, write_raster  # noqa: E402
-from cropflow.sampleset import SampleSet  # noqa: E402
-from cropflow.stack import build_cube, coherence_layers, regular_dates, s1_layers, s2_layers  # noqa: E402
-from cropflow.training import train  # noqa: E402
+from cropflow import inference
+from cropflow.cube import cube_inputs, open_cube, pixel_series
+from cropflow.grid import ProjectGrid
+from cropflow.inference import infer_tile
+from cropflow.legend import Legend
+from cropflow.models import load_trained
+from cropflow.polsar import FEATURES
+from cropflow.raster import row_windows, write_raster
+from cropflow.sampleset import SampleSet
+from cropflow.stack import (
+    build_cube,
+    coherence_layers,
+    regular_dates,
+    s1_layers,
+    s2_layers,
+)
+from cropflow.training import train
 
 LEGEND = Legend.load(str(Path(__file__).resolve().parents[1] / "resources" / "legend.yaml"))
 BANDS = {"s1": list(FEATURES), "coh": ["coh_vv", "coh_vh"], "s2": ["B04", "B8A", "B11"]}
@@ -99,7 +108,7 @@ def write_products(folder: Path, grid: ProjectGrid, classes: np.ndarray, rng: np
         write_raster(path, layer_values(classes, doy(day), len(BANDS["s1"]), 0, rng), grid, nodata=np.nan,
                      band_names=BANDS["s1"], tags={"START_TIME": f"{day}T21:50:12Z"})
         s1.append(str(path))
-    for ref, sec in zip(s1_days[:-1], s1_days[1:]):
+    for ref, sec in pairwise(s1_days):
         path = folder / f"R069_{str(ref).replace('-', '')}_{str(sec).replace('-', '')}_coh.tif"
         write_raster(path, layer_values(classes, doy(sec), 2, 1, rng), grid, nodata=np.nan, band_names=BANDS["coh"])
         coh.append(str(path))
@@ -169,41 +178,53 @@ def keras_flops_per_pixel(model) -> int:
     return int(total)
 
 
-def time_infer(cube: Path, model_dir: Path, out: Path, window_rows: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
+class Timed:
+    """A wrapper adding up the wall time of every call of ``fn``."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.seconds, self.result = fn, 0.0, []
+
+    def __call__(self, *args, **kwargs):
         t = time.perf_counter()
-        infer_tile(cube, model_dir, out, window_rows=window_rows, legend=LEGEND)
-        best = min(best, time.perf_counter() - t)
+        out = self.fn(*args, **kwargs)
+        self.seconds += time.perf_counter() - t
+        self.result.append(out)
+        return out
+
+
+def time_infer(cube: Path, model_dir: Path, out: Path, window_rows: int, repeat: int) -> tuple[float, float, float, int]:
+    """(wall s, read s, predict s, valid px) of the fastest of ``repeat`` infer_tile runs.
+
+    Read and predict are the summed times of infer_tile's own pixel_series and predict_pixels calls,
+    measured by wrapping the names it calls for the duration of the run.
+    """
+    best = (float("inf"), 0.0, 0.0, 0)
+    for _ in range(repeat):
+        read, predict = Timed(inference.pixel_series), Timed(inference.predict_pixels)
+        inference.pixel_series, inference.predict_pixels = read, predict
+        try:
+            t = time.perf_counter()
+            infer_tile(cube, model_dir, out, window_rows=window_rows, legend=LEGEND)
+            wall = time.perf_counter() - t
+        finally:
+            inference.pixel_series, inference.predict_pixels = read.fn, predict.fn
+        valid = sum(int(np.count_nonzero(classes != LEGEND.nodata)) for classes, _ in predict.result)
+        best = min(best, (wall, read.seconds, predict.seconds, valid))
     return best
 
 
-def time_parts(cube: Path, model_dir: Path, window_rows: int, repeat: int) -> tuple[float, float, int]:
-    """(read s, predict s, valid pixels): pixel_series and predict_pixels on infer_tile's windows, timed apart.
-
-    Like infer_tile, each run loads the model afresh (untimed), so first-call costs such as keras tracing
-    fall into the predict time as they do there; each part is the best of ``repeat`` runs.
-    """
+def time_reads(cube: Path, window_rows: int, repeat: int) -> float:
+    """Seconds to read all of infer_tile's windows with pixel_series alone (best of ``repeat``)."""
     ds = open_cube(cube)
-    inputs = cube_inputs(ds)
+    da = cube_inputs(ds)["features"]
     windows = row_windows(_grid_of((ds.sizes["y"], ds.sizes["x"])), window_rows)
-    best_read = best_pred = float("inf")
-    valid = 0
+    best = float("inf")
     for _ in range(repeat):
-        model = load_trained(model_dir)
-        t_read = t_pred = 0.0
-        valid = 0
+        t = time.perf_counter()
         for win in windows:
-            rows = slice(win.row_off, win.row_off + win.height)
-            t = time.perf_counter()
-            x = {name: pixel_series(inputs[name], rows) for name in model.input_shapes}
-            t_read += time.perf_counter() - t
-            t = time.perf_counter()
-            classes, _ = predict_pixels(model, x, model.class_ids, 4096, LEGEND.nodata)
-            t_pred += time.perf_counter() - t
-            valid += int(np.count_nonzero(classes != LEGEND.nodata))
-        best_read, best_pred = min(best_read, t_read), min(best_pred, t_pred)
-    return best_read, best_pred, valid
+            pixel_series(da, slice(win.row_off, win.row_off + win.height))
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def _grid_of(shape: tuple[int, int]) -> ProjectGrid:
@@ -250,23 +271,25 @@ def main() -> None:
             t = time.perf_counter()
             train(name, train_set, val_set, params, args.seed, model_dir)
             t_train = time.perf_counter() - t
-            t_infer = time_infer(cube, model_dir, root / f"{name}_class.tif", args.window_rows, args.repeat)
-            t_read, t_pred, valid = time_parts(cube, model_dir, args.window_rows, args.repeat)
+            t_infer, t_read, t_pred, valid = time_infer(cube, model_dir, root / f"{name}_class.tif",
+                                                        args.window_rows, args.repeat)
+            t_alone = time_reads(cube, args.window_rows, args.repeat)
             val_acc = json.loads((model_dir / "meta.json").read_text())["val_accuracy"]
-            rows.append((name, params, t_train, val_acc, t_infer, t_read, t_pred, valid, model_dir))
+            rows.append((name, t_train, val_acc, t_infer, t_read, t_alone, t_pred, valid, model_dir))
 
         print(f"tile {args.size} x {args.size} = {pixels:,d} px, {shape[0]} dates x {shape[1]} bands, "
               f"windows of {args.window_rows} rows, batch 4096, best of {args.repeat} infer_tile runs\n")
         print(f"{'model':<8} {'train s':>8} {'val acc':>8} {'infer s':>8} {'px/s':>9} {'read s':>7} {'read %':>7} "
-              f"{'predict s':>10} {'predict %':>10} {'other %':>8}")
-        for name, params, t_train, val_acc, t_infer, t_read, t_pred, valid, _ in rows:
+              f"{'alone s':>8} {'predict s':>10} {'predict %':>10} {'other %':>8}")
+        for name, t_train, val_acc, t_infer, t_read, t_alone, t_pred, valid, _ in rows:
             other = 1 - (t_read + t_pred) / t_infer
             print(f"{name:<8} {t_train:8.1f} {val_acc:8.3f} {t_infer:8.2f} {pixels / t_infer:9.0f} {t_read:7.2f} "
-                  f"{t_read / t_infer:7.1%} {t_pred:10.2f} {t_pred / t_infer:10.1%} {other:8.1%}")
-        print("(read = pixel_series, predict = predict_pixels, each timed apart on the same windows, best of "
-              f"{args.repeat};\n other = infer_tile minus both: model load, COG write, overhead)")
+                  f"{t_read / t_infer:7.1%} {t_alone:8.2f} {t_pred:10.2f} {t_pred / t_infer:10.1%} {other:8.1%}")
+        print("read / predict: time in infer_tile's own pixel_series / predict_pixels calls; alone: pixel_series on\n"
+              "the same windows timed separately; other: model load, COG write, overhead. val acc after 50 trees /"
+              " 1 epoch.")
 
-        _, _, _, _, t_infer, _, t_pred, valid, model_dir = rows[[r[0] for r in rows].index("tempcnn")]
+        _, _, _, t_infer, _, _, t_pred, valid, model_dir = rows[[r[0] for r in rows].index("tempcnn")]
         flops_px = keras_flops_per_pixel(load_trained(model_dir).model)
         print(f"\nsgemm rate (numpy float32 2048 x 2048 matmul, best of 3)  {rate / 1e9:8.1f} GFLOP/s")
         print(f"TempCNN FLOPs per pixel (Conv1D + Dense multiply-adds)   {flops_px / 1e6:8.3f} MFLOP")
@@ -274,7 +297,7 @@ def main() -> None:
               f"GFLOP/s = {flops_px * valid / t_pred / rate:6.1%} of sgemm")
         print(f"TempCNN achieved, infer_tile end to end                  {flops_px * valid / t_infer / 1e9:8.1f} "
               f"GFLOP/s = {flops_px * valid / t_infer / rate:6.1%} of sgemm")
-        print(f"tempcnn / rf infer_tile time                             {t_infer / rows[0][4]:8.1f} x")
+        print(f"tempcnn / rf infer_tile time                             {t_infer / rows[0][3]:8.1f} x")
 
 
 if __name__ == "__main__":

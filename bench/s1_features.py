@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
-from cropflow.polsar import FEATURES, compute_features  # noqa: E402
+from cropflow.polsar import FEATURES, compute_features
 
 NAMES = list(FEATURES)  # all 11 features
 TOLERANCE = 1e-5  # max |ours - ref| / max |ref| per feature

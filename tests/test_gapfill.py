@@ -109,3 +109,25 @@ def test_knn_fill_with_fewer_than_k_valid_pixels_is_unchanged():
 def test_knn_fill_without_gaps_is_identity():
     layer = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(knn_fill(layer), layer)
+
+
+@pytest.mark.parametrize("max_patterns", [0, 10_000])
+def test_interpolate_onto_matches_numpy_interp_per_pixel(monkeypatch, max_patterns):
+    """Grouped (per validity pattern) and elementwise paths both equal numpy.interp with nearest extrapolation."""
+    from cropflow import gapfill
+
+    monkeypatch.setattr(gapfill, "MAX_PATTERNS", max_patterns)
+    rng = np.random.default_rng(5)
+    obs_days = np.array([3.0, 10.0, 12.0, 30.0, 41.0])
+    target = np.array([0.0, 10.0, 11.0, 20.0, 41.0, 50.0])
+    values = rng.normal(size=(5, 300)).astype(np.float32)
+    values[:, rng.random(300) < 0.5] *= np.where(rng.random((5, 1)) < 0.4, np.nan, 1.0).astype(np.float32)
+    values[:, :3] = np.nan
+    out = gapfill.interpolate_onto(values, obs_days, target)
+    for j in range(values.shape[1]):
+        ok = np.isfinite(values[:, j])
+        if not ok.any():
+            assert np.isnan(out[:, j]).all()
+            continue
+        expected = np.interp(target, obs_days[ok], values[ok, j])
+        np.testing.assert_allclose(out[:, j], expected, rtol=1e-5, atol=1e-6)

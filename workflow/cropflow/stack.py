@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 
 from cropflow.atomic import atomic_path
-from cropflow.gapfill import interpolate_time, knn_fill
+from cropflow.gapfill import interpolate_onto, knn_fill
 from cropflow.grid import ProjectGrid
 from cropflow.raster import band_names, raster_tags, read_on_grid
 
@@ -124,18 +124,17 @@ def resample_time(obs_days: np.ndarray, obs: np.ndarray, target_days: Sequence[n
     value was filled rather than observed on that day. ``observed`` (D, C, ...) marks the observed
     values of ``obs`` (default: its finite values), so that spatially filled values count as filled.
     """
+    obs_day = np.asarray(obs_days, dtype="datetime64[D]")
     target = np.asarray(target_days, dtype="datetime64[D]")
-    axis = np.union1d(obs_days.astype("datetime64[D]"), target)
-    full = np.full((axis.size, *obs.shape[1:]), np.nan, dtype=np.float32)
-    full[np.searchsorted(axis, obs_days)] = obs
-    seen = np.zeros(full.shape, bool)
-    seen[np.searchsorted(axis, obs_days)] = np.isfinite(obs) if observed is None else observed
-    filled = interpolate_time(full, (axis - _EPOCH).astype(np.float64))
-    pick = np.searchsorted(axis, target)
-    out = filled[pick]
+    out = interpolate_onto(obs, (obs_day - _EPOCH).astype(np.float64), (target - _EPOCH).astype(np.float64))
+    seen = np.isfinite(obs) if observed is None else observed
+    same_day = np.searchsorted(obs_day, target)
+    on_obs_day = (same_day < obs_day.size) & (obs_day[np.minimum(same_day, obs_day.size - 1)] == target)
+    observed_at_target = np.zeros(out.shape, bool)
+    observed_at_target[on_obs_day] = seen[same_day[on_obs_day]]
     spatial = tuple(range(2, out.ndim))
     n = max(int(np.prod(out.shape[2:])), 1)
-    fill_fraction = ((np.isfinite(out) & ~seen[pick]).sum(axis=spatial) / n).astype(np.float32)
+    fill_fraction = ((np.isfinite(out) & ~observed_at_target).sum(axis=spatial) / n).astype(np.float32)
     return out, fill_fraction
 
 
