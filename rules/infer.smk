@@ -19,6 +19,8 @@ rule infer:
     threads: 2
     log:
         "logs/infer/{model}/{tile}.log",
+    benchmark:
+        "benchmarks/infer/{model}/{tile}.tsv"
     conda:
         "../envs/ml.yaml"
     shell:

@@ -40,6 +40,8 @@ rule s1_features:
         glcm=as_json(config["s1"]["glcm"]),
     log:
         "logs/s1_features/{scene}.log",
+    benchmark:
+        "benchmarks/s1_features/{scene}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:

@@ -17,6 +17,8 @@ rule s2_ingest:
         max_cloud=config["s2"]["max_cloud_fraction"],
     log:
         "logs/s2_ingest/{scene}.log",
+    benchmark:
+        "benchmarks/s2_ingest/{scene}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:

@@ -19,6 +19,8 @@ rule samples_tile:
         seed=config["seed"],
     log:
         "logs/samples_tile/{tile}.log",
+    benchmark:
+        "benchmarks/samples_tile/{tile}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:

@@ -15,6 +15,8 @@ rule stack:
         knn_k=config["stack"]["knn_k"],
     log:
         "logs/stack/{tile}.log",
+    benchmark:
+        "benchmarks/stack/{tile}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:

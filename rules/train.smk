@@ -11,11 +11,13 @@ rule train:
     params:
         hyper=lambda wildcards: as_json(get_model_params(wildcards)),
         seed=config["seed"],
-    threads: workflow.cores
+    threads: 8
     resources:
         mem_mb=8000,
     log:
         "logs/train/{model}.log",
+    benchmark:
+        "benchmarks/train/{model}.tsv"
     conda:
         "../envs/ml.yaml"
     shell:

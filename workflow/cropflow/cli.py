@@ -376,10 +376,14 @@ def _train_args(p):
 @command("train", "train one registered model on the train split, early-stopped on the validation split", _train_args)
 def _train(a):
     _threads(a.threads)
+    from cropflow.models import get_spec
     from cropflow.sampleset import load_split
     from cropflow.training import train
 
-    train(a.model, load_split(a.train), load_split(a.val), a.params, a.seed, a.out)
+    params = dict(a.params)
+    if a.threads and get_spec(a.model).family == "sklearn":
+        params.setdefault("n_jobs", a.threads)  # scikit-learn's -1 would take every core, not the job's share
+    train(a.model, load_split(a.train), load_split(a.val), params, a.seed, a.out)
 
 
 @command("evaluate", "metrics of a trained model on the test split", _required("model-dir", "test", "out-json", "out-png"))
