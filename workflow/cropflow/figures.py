@@ -48,19 +48,22 @@ def nice_length(span: float) -> float:
 
 def temporal_profiles(
     train, legend: str | os.PathLike | Legend, out_png: str | os.PathLike, *,
-    max_samples: int = 20000, seed: int = 0,
+    max_samples: int = 20000, seed: int = 0, max_cols: int = 4,
 ) -> None:
     """Per class and band, the mean raw value and its 10-90 percentile spread over the time steps.
 
-    ``train`` is a :class:`cropflow.sampleset.SampleSet`; one row of subplots per input, one subplot per band,
-    dates on the x axis. At most ``max_samples`` samples per class (seeded random draw, logged) enter the
+    ``train`` is a :class:`cropflow.sampleset.SampleSet`; one subplot per input band (at most ``max_cols``
+    a row), dates on the x axis. At most ``max_samples`` samples per class (seeded random draw, logged) enter the
     statistics, which bounds time and memory on county-sized sample sets.
     """
     legend = _legend(legend)
     names = [n for n in train.inputs if n in train.x]
-    n_cols = max(len(train.inputs[n]["bands"]) for n in names)
-    fig = Figure(figsize=(3.4 * n_cols, 2.8 * len(names) + 0.8))
-    axes = fig.subplots(len(names), n_cols, squeeze=False)
+    panels = [(name, c, band) for name in names for c, band in enumerate(train.inputs[name]["bands"])]
+    n_cols = min(max_cols, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig = Figure(figsize=(3.4 * n_cols, 2.6 * n_rows + 0.8))
+    grid_axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    axes = {(name, c): grid_axes[i] for i, (name, c, _) in enumerate(panels)}
     rng = np.random.default_rng(seed)
     y = np.asarray(train.y)
     present = [int(c) for c in train.class_ids if np.any(y == c)]
@@ -78,26 +81,23 @@ def temporal_profiles(
             times = np.array(train.inputs[name]["times"], dtype="datetime64[D]")
             mean, lo, hi = class_profile(np.asarray(train.x[name][idx], dtype=np.float32))
             for c, band in enumerate(train.inputs[name]["bands"]):
-                ax = axes[r, c]
+                ax = axes[name, c]
                 ax.fill_between(times, lo[:, c], hi[:, c], color=colour, alpha=0.18, linewidth=0)
                 ax.plot(times, mean[:, c], color=colour, linewidth=1.4, marker=".", markersize=3)
         handles.append(Patch(color=colour, label=f"{class_names.get(cid, cid)} (n={int(np.sum(y == cid))})"))
-    for r, name in enumerate(names):
-        bands = train.inputs[name]["bands"]
-        for c in range(n_cols):
-            ax = axes[r, c]
-            if c >= len(bands):
-                ax.axis("off")
-                continue
-            ax.set_title(f"{name}: {bands[c]}" if len(names) > 1 else str(bands[c]), fontsize=9)
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
-            ax.tick_params(labelsize=7)
-            ax.tick_params(axis="x", rotation=45)
-            ax.grid(alpha=0.3)
+    for ax in grid_axes[len(panels):]:
+        ax.axis("off")
+    for name, c, band in panels:
+        ax = axes[name, c]
+        ax.set_title(f"{name}: {band}" if len(names) > 1 else str(band), fontsize=9)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="x", rotation=45)
+        ax.grid(alpha=0.3)
     fig.suptitle("Temporal profiles of the training samples (line: mean; band: 10-90th percentile)", fontsize=10)
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.8 / (2.6 * n_rows + 0.8), 1, 1 - 0.4 / (2.6 * n_rows + 0.8)))
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
