@@ -9,16 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import shapely
 import pytest
-from pyproj import Transformer
-
+import shapely
+from conftest import counting
 from cropflow import inventory
 from cropflow.grid import ProjectGrid
-from cropflow.inventory import (S1_PAIR_COLUMNS, S1_SCENE_COLUMNS, S2_COLUMNS, expected_pairs, in_season,
-                                scan_s1_seam, scan_s2, scenes_for_tile, write_inventory)
+from cropflow.inventory import (
+    S1_PAIR_COLUMNS,
+    S1_SCENE_COLUMNS,
+    S2_COLUMNS,
+    expected_pairs,
+    in_season,
+    scan_s1_seam,
+    scan_s2,
+    scenes_for_tile,
+    write_inventory,
+)
 from cropflow.raster import write_raster
 from cropflow.simulate.sentinel2 import write_l2a
+from pyproj import Transformer
 
 GRID = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5349800.0, 320200.0, 5350000.0))  # 20 x 20 px
 T0 = datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc)
@@ -36,15 +45,7 @@ def product(folder: Path, day: int = 0, baseline: str = "05.09", cloudy_rows: in
 @pytest.fixture
 def counted(monkeypatch):
     """Count the product-metadata reads of scan_s2 (the real reader still runs)."""
-    calls: list[str] = []
-    real = inventory._read_s2_record
-
-    def wrapper(path, kind):
-        calls.append(path.name)
-        return real(path, kind)
-
-    monkeypatch.setattr(inventory, "_read_s2_record", wrapper)
-    return calls
+    return counting(monkeypatch, inventory, "_read_s2_record")
 
 
 def test_scan_finds_products_and_ignores_other_entries(tmp_path):

@@ -70,6 +70,13 @@ def footprint_wkt(crs, bounds: Sequence[float]) -> str:
                           rounding_precision=8)
 
 
+def footprints_in_crs(wkts: Sequence[str], crs) -> np.ndarray:
+    """Footprints (WKT, EPSG:4326, lon/lat) as shapely geometries in ``crs`` (vertices reprojected)."""
+    footprints = shapely.from_wkt(np.asarray(wkts, dtype=object))
+    to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    return shapely.transform(footprints, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
+
+
 def _bounds_4326(src: rasterio.io.DatasetReader) -> dict[str, float | str]:
     w, s, e, n = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
     return {"west": w, "south": s, "east": e, "north": n, "footprint": footprint_wkt(src.crs, src.bounds)}
@@ -123,11 +130,15 @@ class _Cache:
 
 def _scan(folder: str | os.PathLike, cache_path: str | os.PathLike, sensor: str,
           classify: Callable[[os.DirEntry], str | None], stamp: Callable[[os.DirEntry, str], list],
-          read: Callable[[Path, str], dict]) -> list[dict]:
-    """Records of the entries of ``folder`` that ``classify`` recognises (kind), read or taken from the cache."""
+          read: Callable[[Path, str], dict], config_key: str | None = None) -> list[dict]:
+    """Records of the entries of ``folder`` that ``classify`` recognises (kind), read or taken from the cache.
+
+    ``config_key`` names the config key of the folder in the error raised when it is missing (default
+    ``inputs.<sensor>``)."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"{sensor} input folder {root} does not exist: set config inputs.{sensor.lower()}")
+        key = config_key or f"inputs.{sensor.lower()}"
+        raise FileNotFoundError(f"{sensor} input folder {root} does not exist: set config {key}")
     cache = _Cache(cache_path, f"{sensor}:{root.resolve()}")
     records, fresh = [], []
     with os.scandir(root) as it:
@@ -157,15 +168,22 @@ def _scan(folder: str | os.PathLike, cache_path: str | os.PathLike, sensor: str,
 # -------------------------------------------------------------------------------------------------- S2
 
 
-def _s2_kind(entry: os.DirEntry) -> str | None:
+def safe_entry_kind(entry: os.DirEntry) -> str | None:
+    """``"dir"`` for a ``.SAFE`` folder, ``"zip"`` for a ``.zip`` file, None for anything else (or hidden)."""
     name = entry.name
     if name.startswith("."):
         return None
     if name.endswith(".SAFE") and entry.is_dir():
-        kind = "dir"
-    elif name.endswith(".zip") and entry.is_file():
-        kind = "zip"
-    else:
+        return "dir"
+    if name.endswith(".zip") and entry.is_file():
+        return "zip"
+    return None
+
+
+def _s2_kind(entry: os.DirEntry) -> str | None:
+    name = entry.name
+    kind = safe_entry_kind(entry)
+    if kind is None:
         return None
     if L2A_NAME_RE.match(strip_product_suffix(name)) is None:
         if "_MSIL1C_" in name:
@@ -174,15 +192,21 @@ def _s2_kind(entry: os.DirEntry) -> str | None:
     return kind
 
 
-def _s2_stamp(entry: os.DirEntry, kind: str) -> list:
+def safe_stamp(entry: os.DirEntry, kind: str, metadata_name: str) -> list:
+    """Cache stamp of a SAFE product: size and mtime of a zip (``kind`` "zip"); for a folder, its mtime and
+    the size and mtime of its metadata file ``metadata_name`` (e.g. ``manifest.safe``)."""
     st = entry.stat()
     if kind == "zip":
         return [st.st_size, st.st_mtime_ns]
     try:
-        mtd = os.stat(os.path.join(entry.path, "MTD_MSIL2A.xml"))
+        mtd = os.stat(os.path.join(entry.path, metadata_name))
     except FileNotFoundError:
         return [st.st_mtime_ns, None, None]
     return [st.st_mtime_ns, mtd.st_size, mtd.st_mtime_ns]
+
+
+def _s2_stamp(entry: os.DirEntry, kind: str) -> list:
+    return safe_stamp(entry, kind, "MTD_MSIL2A.xml")
 
 
 def _tree_size(path: Path) -> int:
@@ -429,10 +453,7 @@ def scenes_for_tile(df: pd.DataFrame, tile: shapely.Geometry, crs: str, min_area
     key = "scene" if "scene" in df.columns else "pair"
     if df.empty:
         return []
-    footprints = shapely.from_wkt(df["footprint"].to_numpy())
-    to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    projected = shapely.transform(footprints, lambda xy: np.column_stack(to_crs.transform(xy[:, 0], xy[:, 1])))
-    overlap = shapely.area(shapely.intersection(projected, tile))
+    overlap = shapely.area(shapely.intersection(footprints_in_crs(df["footprint"], crs), tile))
     return sorted(df.loc[overlap >= min_area, key])
 
 
