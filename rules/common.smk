@@ -50,6 +50,14 @@ def get_s1_pair_input(wildcards):
     return scene_path(PLAN.s1_pairs, "pair", wildcards.pair)
 
 
+def get_s1_pair_products(wildcards):
+    pair = PLAN.s1_pairs.loc[PLAN.s1_pairs["pair"] == wildcards.pair].iloc[0]
+    return {
+        "reference": scene_path(PLAN.s1_scenes, "scene", pair["reference"]),
+        "secondary": scene_path(PLAN.s1_scenes, "scene", pair["secondary"]),
+    }
+
+
 def get_s2_input(wildcards):
     return scene_path(PLAN.s2_scenes, "scene", wildcards.scene)
 

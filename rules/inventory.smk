@@ -6,11 +6,13 @@ rule inventory:
     output:
         s1="results/inventory/s1_scenes.csv",
         pairs="results/inventory/s1_pairs.csv",
+        s1_skipped="results/inventory/s1_skipped.csv",
         s2="results/inventory/s2_scenes.csv",
     params:
         s1=config["inputs"]["s1"],
         s2=config["inputs"]["s2"],
         cache=config["inputs"]["cache"],
+        s1_settings=as_json({"engine": config["s1"]["engine"], "pairs": config["s1"]["pairs"]}),
         start=config["season"]["start"],
         end=config["season"]["end"],
         products=sorted(PLAN.s1_scenes["scene"]) + sorted(PLAN.s2_scenes["scene"]),
@@ -21,5 +23,5 @@ rule inventory:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow inventory --s1 {params.s1} --s2 {params.s2} --cache {params.cache}"
-        " --season {params.start} {params.end}"
-        " --out-s1 {output.s1} --out-pairs {output.pairs} --out-s2 {output.s2} > {log} 2>&1"
+        " --s1-settings {params.s1_settings} --season {params.start} {params.end} --out-s1 {output.s1}"
+        " --out-pairs {output.pairs} --out-s1-skipped {output.s1_skipped} --out-s2 {output.s2} > {log} 2>&1"

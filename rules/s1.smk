@@ -1,33 +1,14 @@
-# Sentinel-1: per-scene C2 and per-pair coherence at the S1 seam (validated onto the project grid), then
-# the per-scene polarimetric features computed by cropflow from C2 (identical for every engine).
+# Sentinel-1: per-scene C2 and per-pair coherence at the S1 seam on the project grid, from SLC products with
+# the native or the SNAP engine, or validated from preprocessed seam products; then the per-scene
+# polarimetric features computed by cropflow from C2 (identical for every engine).
 
+if config["s1"]["engine"] == "preprocessed":
 
-rule s1_import_scene:
-    input:
-        c2=get_s1_scene_input,
-        grid="results/grid/grid.json",
-    output:
-        "results/s1/scenes/{scene}_C2.tif",
-    log:
-        "logs/s1_import_scene/{scene}.log",
-    conda:
-        "../envs/geo.yaml"
-    shell:
-        "python -m cropflow s1-import --kind scene --src {input.c2} --grid {input.grid} --out {output} > {log} 2>&1"
+    include: "s1_preprocessed.smk"
 
+else:
 
-rule s1_import_pair:
-    input:
-        coh=get_s1_pair_input,
-        grid="results/grid/grid.json",
-    output:
-        "results/s1/pairs/{pair}_coh.tif",
-    log:
-        "logs/s1_import_pair/{pair}.log",
-    conda:
-        "../envs/geo.yaml"
-    shell:
-        "python -m cropflow s1-import --kind pair --src {input.coh} --grid {input.grid} --out {output} > {log} 2>&1"
+    include: "s1_slc.smk"
 
 
 rule s1_features:

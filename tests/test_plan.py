@@ -68,7 +68,7 @@ def setup(tmp_path_factory):
         root / "aoi.geojson", driver="GeoJSON")
     write_s1_seam(root / "s1")
     (root / "s2").mkdir()
-    # well inside one tile (a product's footprint is kept as lon/lat bounds: keep clear of the tile edges)
+    # inside one tile
     inside = ProjectGrid(UTM52, 10.0, (320200.0, 5330200.0, 320800.0, 5330800.0))
     may = write_s2(root / "s2", datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc), inside)
     october = write_s2(root / "s2", datetime(2023, 10, 5, 2, 35, 51, tzinfo=timezone.utc), GRID)  # out of season
@@ -77,6 +77,7 @@ def setup(tmp_path_factory):
         "season": {"start": "05-06", "end": "09-27"},
         "inputs": {"s1": str(root / "s1"), "s2": str(root / "s2"), "cache": str(root / "cache.json")},
         "grid": {"tile_size": 1000},
+        "s1": {"engine": "preprocessed"},
         "stack": {"time_axis": "regular", "step_days": 12, "mode": "chronological"},
     }
     return {"config": config, "may": may, "october": october}

@@ -62,6 +62,7 @@ def write_config(workdir: Path, **overrides) -> dict:
         "inputs": {"s1": "data/s1", "s2": "data/s2", "parcels": "data/parcels.gpkg", "label_field": "crop",
                    "cropland_mask": "data/cropland.tif", "cache": ".cropflow/inventory-cache.json"},
     })
+    config["s1"]["engine"] = "preprocessed"
     config["grid"]["tile_size"] = 2000
     config["partition"]["cell_size"] = 500
     config["partition"]["candidates"] = 200

@@ -112,21 +112,26 @@ def _simulate(a):
 
 def _inventory_args(p):
     _required("s1", "s2", "cache")(p)
+    p.add_argument("--s1-settings", type=_json, required=True, help="the config's s1 section as JSON")
     p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
-    _required("out-s1", "out-pairs", "out-s2")(p)
+    _required("out-s1", "out-pairs", "out-s1-skipped", "out-s2")(p)
 
 
-@command("inventory", "scan the input folders and write the product and pair tables", _inventory_args)
+@command("inventory", "scan the input folders and write the product, pair and skipped-product tables", _inventory_args)
 def _inventory(a):
     from cropflow import inventory
+    from cropflow.plan import s1_inventory
 
-    scenes, pairs = inventory.scan_s1_seam(a.s1, a.cache)
+    scenes, pairs, skipped = s1_inventory({"inputs": {"s1": a.s1, "cache": a.cache}, "s1": a.s1_settings})
     s2 = inventory.scan_s2(a.s2, a.cache)
     for name, df, out in (("S1 scenes", scenes, a.out_s1), ("S2 products", s2, a.out_s2)):
         season = inventory.in_season(df, *a.season)
         log.info("%s: %d found, %d in the season %s..%s", name, len(df), len(season), *a.season)
         inventory.write_inventory(df.assign(in_season=df.index.isin(season.index)), out)
     inventory.write_inventory(pairs, a.out_pairs)
+    inventory.write_inventory(skipped, a.out_s1_skipped)
+    for row in skipped.itertuples():
+        log.warning("S1 product %s skipped: %s", row.scene, row.reason)
 
 
 def _grid_args(p):
@@ -180,6 +185,55 @@ def _s1_features(a):
     from cropflow import s1
 
     s1.scene_features(a.c2, a.out, a.features, window_rows=a.window_rows, glcm=s1.glcm_options(a.glcm))
+
+
+def _s1_engine_args(p):
+    p.add_argument("--engine", choices=["native", "snap"], required=True)
+    p.add_argument("--settings", type=_json, required=True, help="the config's s1 section as JSON")
+    _required("grid", "aoi", "out")(p)
+
+
+def _s1_scene_args(p):
+    _s1_engine_args(p)
+    p.add_argument("--product", required=True, help="IW SLC SAFE zip or folder")
+
+
+def _aoi_lonlat(path: str):
+    from cropflow.grid import read_aoi
+
+    return read_aoi(path).to_crs("EPSG:4326").union_all()
+
+
+@command("s1-scene", "C2 of one IW SLC product on the project grid (native or SNAP engine)", _s1_scene_args)
+def _s1_scene(a):
+    grid = _load_grid(a.grid)
+    if a.engine == "snap":
+        from cropflow import snap
+
+        snap.process_scene(a.product, a.out, grid, a.settings.get("snap", {}), aoi=_aoi_lonlat(a.aoi))
+        return
+    from cropflow.sar.native import NativeOptions, scene_c2
+
+    scene_c2(a.product, grid, a.out, NativeOptions.from_config(a.settings.get("native", {})))
+
+
+def _s1_pair_args(p):
+    _s1_engine_args(p)
+    _required("reference", "secondary", "pair")(p)
+
+
+@command("s1-pair", "coherence VV/VH of one consecutive same-track SLC pair on the project grid", _s1_pair_args)
+def _s1_pair(a):
+    grid = _load_grid(a.grid)
+    if a.engine == "snap":
+        from cropflow import snap
+
+        snap.process_pair(a.reference, a.secondary, a.out, grid, a.settings.get("snap", {}), aoi=_aoi_lonlat(a.aoi))
+        return
+    from cropflow.sar.native import NativeOptions, pair_coherence
+
+    pair_coherence(a.reference, a.secondary, grid, a.out, NativeOptions.from_config(a.settings.get("native", {})),
+                   a.pair)
 
 
 # --- Sentinel-2 -----------------------------------------------------------------------------------------

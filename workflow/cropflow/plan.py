@@ -29,11 +29,39 @@ class Plan:
     s1_pairs: pd.DataFrame
     s2_scenes: pd.DataFrame
     tile_inputs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    s1_skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
     target_dates: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def tile_ids(self) -> list[str]:
         return list(self.tiles["tile_id"])
+
+
+def s1_inventory(config: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """S1 scenes, pairs and skipped products: seam products (engine preprocessed) or SLC products.
+
+    SLC tables get the seam tables' columns (``datetime`` = start, pairs' ``datetime_sec`` and a footprint
+    that is the overlap of both scenes') so the rest of the plan treats both alike.
+    """
+    folder, cache = config["inputs"]["s1"], config["inputs"]["cache"]
+    if config["s1"]["engine"] == "preprocessed":
+        scenes, pairs = inventory.scan_s1_seam(folder, cache)
+        return scenes, pairs, pd.DataFrame(columns=["scene", "path", "reason"])
+    from cropflow import s1slc
+
+    scenes, skipped = s1slc.scan_s1_slc(folder, cache)
+    scenes = scenes.assign(datetime=scenes["start"])
+    rules = config["s1"]["pairs"]
+    pairs = s1slc.slc_pairs(scenes, max_gap_days=rules["max_gap_days"], tolerance_hours=rules["tolerance_hours"])
+    if pairs.empty:
+        return scenes, pairs.assign(datetime_sec=[], footprint=[]), skipped
+    duplicated = pairs["pair"].duplicated(keep="first")
+    for pair in pairs.loc[duplicated, "pair"]:
+        log.warning("pair %s: several slices share it; only the first slice pair is processed", pair)
+    pairs = pairs[~duplicated]
+    outline = dict(zip(scenes["scene"], gpd.GeoSeries.from_wkt(scenes["footprint"])))
+    overlap = [outline[r].intersection(outline[s]).wkt for r, s in zip(pairs["reference"], pairs["secondary"])]
+    return scenes, pairs.assign(datetime_sec=pairs["start_sec"], footprint=overlap), skipped
 
 
 def _season_year(*frames: pd.DataFrame) -> int:
@@ -50,7 +78,7 @@ def build_plan(config: dict) -> Plan:
     tiles = make_tiles(grid, aoi, config["grid"]["tile_size"])
     cache = config["inputs"]["cache"]
     season = config["season"]
-    s1_scenes, s1_pairs = inventory.scan_s1_seam(config["inputs"]["s1"], cache)
+    s1_scenes, s1_pairs, s1_skipped = s1_inventory(config)
     s2_scenes = inventory.scan_s2(config["inputs"]["s2"], cache)
     s1_scenes = inventory.in_season(s1_scenes, season["start"], season["end"])
     s2_scenes = inventory.in_season(s2_scenes, season["start"], season["end"])
@@ -58,7 +86,7 @@ def build_plan(config: dict) -> Plan:
         kept = set(s1_scenes["scene"])
         s1_pairs = s1_pairs[s1_pairs["reference"].isin(kept) & s1_pairs["secondary"].isin(kept)]
     plan = Plan(grid, tiles, s1_scenes.reset_index(drop=True), s1_pairs.reset_index(drop=True),
-                s2_scenes.reset_index(drop=True))
+                s2_scenes.reset_index(drop=True), s1_skipped=s1_skipped)
     for tile, geometry in zip(tiles["tile_id"], tiles.geometry):
         plan.tile_inputs[tile] = {
             source: inventory.scenes_for_tile(df, geometry, grid.crs, grid.resolution**2)

@@ -180,9 +180,6 @@ def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike) -> Path
     workdir = Path(workdir)
     try:
         with zipfile.ZipFile(product) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise ValueError(f"{product}: member {bad} fails its CRC check; the zip is corrupt, re-download it")
             names = [n for n in zf.namelist() if n.endswith(".SAFE/manifest.safe")]
             if len(names) != 1:
                 raise ValueError(f"{product}: expected one <name>.SAFE/manifest.safe in the zip, found {len(names)}")
@@ -190,6 +187,9 @@ def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike) -> Path
             target = workdir / safe_name
             if (target / "manifest.safe").is_file():
                 return target
+            bad = zf.testzip()
+            if bad is not None:
+                raise ValueError(f"{product}: member {bad} fails its CRC check; the zip is corrupt, re-download it")
             workdir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=workdir))
             try:
@@ -197,7 +197,11 @@ def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike) -> Path
                 members = [n for n in zf.namelist() if n.startswith(prefix)]
                 log.info("extracting %d members of %s to %s", len(members), product.name, target)
                 zf.extractall(tmp, members=members)
-                os.replace(tmp / prefix.rstrip("/"), target)
+                try:
+                    os.replace(tmp / prefix.rstrip("/"), target)
+                except OSError:  # another job extracted the same product meanwhile
+                    if not (target / "manifest.safe").is_file():
+                        raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             return target

@@ -1,0 +1,52 @@
+# Sentinel-1 IW SLC products through the native or the SNAP engine (s1.engine): C2 per scene, coherence per
+# consecutive same-track pair, both on the project grid (the S1 seam). The SNAP engine writes its graph XML
+# next to each output.
+
+
+rule s1_scene:
+    input:
+        product=get_s1_scene_input,
+        grid="results/grid/grid.json",
+        aoi=config["aoi"],
+    output:
+        "results/s1/scenes/{scene}_C2.tif",
+    params:
+        engine=config["s1"]["engine"],
+        settings=as_json(config["s1"]),
+    threads: 1
+    resources:
+        mem_mb=8000,
+    log:
+        "logs/s1_scene/{scene}.log",
+    benchmark:
+        "benchmarks/s1_scene/{scene}.tsv"
+    conda:
+        "../envs/sar.yaml"
+    shell:
+        "python -m cropflow s1-scene --engine {params.engine} --product {input.product} --grid {input.grid}"
+        " --aoi {input.aoi} --settings {params.settings} --out {output} > {log} 2>&1"
+
+
+rule s1_pair:
+    input:
+        unpack(get_s1_pair_products),
+        grid="results/grid/grid.json",
+        aoi=config["aoi"],
+    output:
+        "results/s1/pairs/{pair}_coh.tif",
+    params:
+        engine=config["s1"]["engine"],
+        settings=as_json(config["s1"]),
+    threads: 1
+    resources:
+        mem_mb=8000,
+    log:
+        "logs/s1_pair/{pair}.log",
+    benchmark:
+        "benchmarks/s1_pair/{pair}.tsv"
+    conda:
+        "../envs/sar.yaml"
+    shell:
+        "python -m cropflow s1-pair --engine {params.engine} --reference {input.reference}"
+        " --secondary {input.secondary} --pair {wildcards.pair} --grid {input.grid} --aoi {input.aoi}"
+        " --settings {params.settings} --out {output} > {log} 2>&1"
