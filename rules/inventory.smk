@@ -1,12 +1,17 @@
-# Inventory: the tables of discovered products and S1 pairs (the workflow's sample sheet), for the report
-# and the archive. The same scan (through the cache) decides the DAG in common.smk.
+# Inventory: the tables of discovered products, S1 pairs, skipped S1 products (with the reason) and the
+# share of each tile each S1 product covers (the report and the archive). The same scan (through the cache)
+# decides the DAG in common.smk.
 
 
 rule inventory:
+    input:
+        aoi=config["aoi"],
+        tiles="results/grid/tiles.gpkg",
     output:
         s1="results/inventory/s1_scenes.csv",
         pairs="results/inventory/s1_pairs.csv",
         s1_skipped="results/inventory/s1_skipped.csv",
+        s1_coverage="results/inventory/s1_coverage.csv",
         s2="results/inventory/s2_scenes.csv",
     params:
         s1=config["inputs"]["s1"],
@@ -23,5 +28,6 @@ rule inventory:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow inventory --s1 {params.s1} --s2 {params.s2} --cache {params.cache}"
+        " --aoi {input.aoi} --tiles {input.tiles} --out-s1-coverage {output.s1_coverage}"
         " --s1-settings {params.s1_settings} --season {params.start} {params.end} --out-s1 {output.s1}"
         " --out-pairs {output.pairs} --out-s1-skipped {output.s1_skipped} --out-s2 {output.s2} > {log} 2>&1"

@@ -251,3 +251,22 @@ def test_glcm_rejects_bad_arguments():
         polsar.glcm_features(img, window=3, levels=1)
     with pytest.raises(ValueError, match="glcm_contrast"):
         polsar.glcm_features(img, window=3, levels=8, names=["glcm_contrast"])
+
+
+@pytest.mark.parametrize("real, cplx", [(np.float64, np.complex128), (np.float32, np.complex128),
+                                        (np.float32, np.complex64)])
+def test_numba_features_agree_with_numpy_reference(real, cplx):
+    c11, c22, c12 = random_c2(3000, seed=7)
+    c12[:20] = 0.0  # diagonal: degenerate eigenvectors, pol = 0 possible
+    c12[20] = np.sqrt(c11[20] * c22[20])  # rank one
+    c11[30:35] = 0.0
+    c22[35:40] = np.nan
+    c12[40:45] = np.inf
+    c11[45:50] = -1.0
+    c11, c22, c12 = c11.astype(real).reshape(60, 50), c22.astype(real).reshape(60, 50), c12.astype(cplx).reshape(60, 50)
+    for names in (list(polsar.FEATURES), ["rvi", "alpha", "vv_db"], ["entropy"], ["mchi_v", "dprvi"], []):
+        got = polsar.compute_features(c11, c22, c12, names)
+        want = polsar.compute_features_reference(c11, c22, c12, names)
+        assert got.shape == want.shape == (len(names), 60, 50) and got.dtype == np.float32
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

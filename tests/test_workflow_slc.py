@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyproj
 import pytest
 import rasterio
@@ -102,3 +103,21 @@ def test_snap_engine_is_wired_and_fails_clearly_without_gpt(slc_workdir):
     log = (work / "logs" / "s1_scene" / f"{NAME}.log").read_text()
     assert "gpt" in log and "SNAP" in log
     assert (work / "results" / "s1" / "scenes" / f"{NAME}_C2.graph.xml").exists(), "the graph is written first"
+
+
+def test_products_that_miss_the_aoi_are_skipped_and_reported(slc_workdir, tmp_path):
+    work = tmp_path / "far"
+    shutil.copytree(slc_workdir, work, ignore=shutil.ignore_patterns("results", ".snakemake", "safe", "snap", "logs",
+                                                                     ".cropflow"))
+    far = gpd.GeoDataFrame(geometry=[shapely.box(320000, 5330000, 322000, 5332000)], crs="EPSG:32652")  # Bei'an
+    far.to_crs("EPSG:32632").to_file(work / "aoi.geojson")
+    snakemake(work, "results/inventory/s1_skipped.csv")
+    skipped = pd.read_csv(work / "results" / "inventory" / "s1_skipped.csv")
+    assert sorted(skipped["reason"]) == ["does not touch the AOI"] * 2
+    assert pd.read_csv(work / "results" / "inventory" / "s1_scenes.csv").empty
+
+
+def test_tile_coverage_of_each_product_is_recorded(slc_workdir):
+    snakemake(slc_workdir, "results/inventory/s1_coverage.csv")
+    coverage = pd.read_csv(slc_workdir / "results" / "inventory" / "s1_coverage.csv")
+    assert len(coverage) == 2 and (coverage["coverage"] == 1.0).all()

@@ -111,18 +111,23 @@ def _simulate(a):
 # --- inventory and grid ---------------------------------------------------------------------------------
 
 def _inventory_args(p):
-    _required("s1", "s2", "cache")(p)
+    _required("s1", "s2", "cache", "aoi", "tiles")(p)
     p.add_argument("--s1-settings", type=_json, required=True, help="the config's s1 section as JSON")
     p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
-    _required("out-s1", "out-pairs", "out-s1-skipped", "out-s2")(p)
+    _required("out-s1", "out-pairs", "out-s1-skipped", "out-s1-coverage", "out-s2")(p)
 
 
 @command("inventory", "scan the input folders and write the product, pair and skipped-product tables", _inventory_args)
 def _inventory(a):
+    import geopandas as gpd
+
     from cropflow import inventory
+    from cropflow.grid import read_aoi
     from cropflow.plan import s1_inventory
 
-    scenes, pairs, skipped = s1_inventory({"inputs": {"s1": a.s1, "cache": a.cache}, "s1": a.s1_settings})
+    s1 = s1_inventory({"inputs": {"s1": a.s1, "cache": a.cache}, "s1": a.s1_settings}, read_aoi(a.aoi),
+                      gpd.read_file(a.tiles))
+    scenes, pairs, skipped = s1.scenes, s1.pairs, s1.skipped
     s2 = inventory.scan_s2(a.s2, a.cache)
     for name, df, out in (("S1 scenes", scenes, a.out_s1), ("S2 products", s2, a.out_s2)):
         season = inventory.in_season(df, *a.season)
@@ -130,6 +135,7 @@ def _inventory(a):
         inventory.write_inventory(df.assign(in_season=df.index.isin(season.index)), out)
     inventory.write_inventory(pairs, a.out_pairs)
     inventory.write_inventory(skipped, a.out_s1_skipped)
+    inventory.write_inventory(s1.coverage, a.out_s1_coverage)
     for row in skipped.itertuples():
         log.warning("S1 product %s skipped: %s", row.scene, row.reason)
 

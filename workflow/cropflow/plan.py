@@ -37,31 +37,44 @@ class Plan:
         return list(self.tiles["tile_id"])
 
 
-def s1_inventory(config: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """S1 scenes, pairs and skipped products: seam products (engine preprocessed) or SLC products.
+@dataclass
+class S1Inventory:
+    scenes: pd.DataFrame
+    pairs: pd.DataFrame
+    skipped: pd.DataFrame
+    coverage: pd.DataFrame
 
-    SLC tables get the seam tables' columns (``datetime`` = start, pairs' ``datetime_sec`` and a footprint
-    that is the overlap of both scenes') so the rest of the plan treats both alike.
+
+def s1_inventory(config: dict, aoi: gpd.GeoDataFrame, tiles: gpd.GeoDataFrame) -> S1Inventory:
+    """S1 scenes, pairs, skipped products and per-tile coverage: seam products (engine preprocessed) or SLC.
+
+    SLC products that do not touch the AOI are skipped with that reason; the share of each tile that each
+    SLC product covers is recorded (the "data inadequacy" areas). SLC tables get the seam tables' columns
+    (``datetime`` = start, pairs' ``datetime_sec`` and a footprint that is the overlap of both scenes') so
+    the rest of the plan treats both alike.
     """
     folder, cache = config["inputs"]["s1"], config["inputs"]["cache"]
+    no_coverage = pd.DataFrame(columns=["scene", "tile", "coverage"])
     if config["s1"]["engine"] == "preprocessed":
         scenes, pairs = inventory.scan_s1_seam(folder, cache)
-        return scenes, pairs, pd.DataFrame(columns=["scene", "path", "reason"])
+        return S1Inventory(scenes, pairs, pd.DataFrame(columns=["scene", "path", "reason"]), no_coverage)
     from cropflow import s1slc
 
     scenes, skipped = s1slc.scan_s1_slc(folder, cache)
-    scenes = scenes.assign(datetime=scenes["start"])
+    coverage, away = s1slc.aoi_coverage(scenes, aoi.to_crs("EPSG:4326").union_all(), tiles)
+    scenes = scenes[~scenes["scene"].isin(away["scene"])].assign(datetime=lambda df: df["start"])
+    skipped = pd.concat([skipped, away.reindex(columns=skipped.columns)], ignore_index=True)
     rules = config["s1"]["pairs"]
     pairs = s1slc.slc_pairs(scenes, max_gap_days=rules["max_gap_days"], tolerance_hours=rules["tolerance_hours"])
     if pairs.empty:
-        return scenes, pairs.assign(datetime_sec=[], footprint=[]), skipped
+        return S1Inventory(scenes, pairs.assign(datetime_sec=[], footprint=[]), skipped, coverage)
     duplicated = pairs["pair"].duplicated(keep="first")
     for pair in pairs.loc[duplicated, "pair"]:
         log.warning("pair %s: several slices share it; only the first slice pair is processed", pair)
     pairs = pairs[~duplicated]
     outline = dict(zip(scenes["scene"], gpd.GeoSeries.from_wkt(scenes["footprint"])))
     overlap = [outline[r].intersection(outline[s]).wkt for r, s in zip(pairs["reference"], pairs["secondary"])]
-    return scenes, pairs.assign(datetime_sec=pairs["start_sec"], footprint=overlap), skipped
+    return S1Inventory(scenes, pairs.assign(datetime_sec=pairs["start_sec"], footprint=overlap), skipped, coverage)
 
 
 def _season_year(*frames: pd.DataFrame) -> int:
@@ -78,7 +91,8 @@ def build_plan(config: dict) -> Plan:
     tiles = make_tiles(grid, aoi, config["grid"]["tile_size"])
     cache = config["inputs"]["cache"]
     season = config["season"]
-    s1_scenes, s1_pairs, s1_skipped = s1_inventory(config)
+    s1 = s1_inventory(config, aoi, tiles)
+    s1_scenes, s1_pairs, s1_skipped = s1.scenes, s1.pairs, s1.skipped
     s2_scenes = inventory.scan_s2(config["inputs"]["s2"], cache)
     s1_scenes = inventory.in_season(s1_scenes, season["start"], season["end"])
     s2_scenes = inventory.in_season(s2_scenes, season["start"], season["end"])

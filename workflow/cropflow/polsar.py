@@ -8,6 +8,9 @@ thesis summarised in SCIENCE.md, operator names those of SNAP.
 No-data convention: a pixel is valid when C11 > 0, C22 > 0 and all three elements are finite. Every
 feature of an invalid pixel is NaN (no warning, no inf), whatever the feature needs, so all bands of a
 scene share one no-data mask.
+
+:func:`compute_features` evaluates all requested features in one pass of a numba per-pixel kernel (float64
+inside); the vectorised numpy functions below are the reference definitions it is tested against.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.special import xlogy
@@ -24,7 +28,7 @@ __all__ = [
     "EigenC2", "MChi", "valid_c2", "eigen_c2", "sigma0_db", "vv_db", "vh_db", "cross_ratio",
     "h_a_alpha", "entropy", "anisotropy", "alpha", "stokes_cp", "m_chi", "mchi_s", "mchi_d", "mchi_v",
     "dprvi", "rvi", "quantize", "glcm_features", "FEATURES", "GLCM_FEATURES", "GLCM_OFFSETS",
-    "GLCM_DB_RANGE", "check_feature_names", "compute_features",
+    "GLCM_DB_RANGE", "check_feature_names", "compute_features", "compute_features_reference",
 ]
 
 Feature = Callable[[ArrayLike, ArrayLike, ArrayLike], np.ndarray]
@@ -283,10 +287,36 @@ def compute_features(c11: ArrayLike, c22: ArrayLike, c12: ArrayLike, names: Sequ
 
     ``names`` are keys of :data:`FEATURES`. GLCM names are rejected here because they need a window;
     compute them with :func:`glcm_features` on :func:`vh_db`.
+
+    For float32 output all features come from one pass of a numba kernel (closed-form 2x2 eigen-decomposition,
+    float64 arithmetic, same formulas and no-data rule as the per-feature functions, which
+    :func:`compute_features_reference` stacks); other dtypes use that reference.
     """
     glcm = [n for n in names if n in GLCM_FEATURES]
     if glcm:
         raise ValueError(f"{glcm} need a moving window: compute them with glcm_features(vh_db(...), window, levels)")
+    check_feature_names(names, allow_glcm=False)
+    if np.dtype(dtype) != np.float32:
+        return compute_features_reference(c11, c22, c12, names, dtype)
+    a, b, c = np.broadcast_arrays(np.asarray(c11), np.asarray(c22), np.asarray(c12))
+    shape = a.shape
+    # few compiled variants: float32 or float64 diagonal, complex64 or complex128 off-diagonal
+    real = np.float32 if a.dtype == np.float32 and b.dtype == np.float32 else np.float64
+    cplx = np.complex64 if c.dtype == np.complex64 else np.complex128
+    a = np.ascontiguousarray(a, dtype=real).reshape(-1)
+    b = np.ascontiguousarray(b, dtype=real).reshape(-1)
+    c = np.ascontiguousarray(c, dtype=cplx).reshape(-1)
+    codes = np.array([_FEATURE_CODE[n] for n in names], dtype=np.int64)
+    out = np.empty((len(names), a.size), dtype=np.float32)
+    if len(names) and a.size:
+        _features_kernel(a, b, c, codes, out)
+    return out.reshape((len(names), *shape))
+
+
+def compute_features_reference(c11: ArrayLike, c22: ArrayLike, c12: ArrayLike, names: Sequence[str],
+                               dtype: DTypeLike = np.float32) -> np.ndarray:
+    """Numpy reference of :func:`compute_features`: each decomposition evaluated once by the vectorised
+    per-feature functions (:data:`FEATURES`) and stacked."""
     check_feature_names(names, allow_glcm=False)
     shape = np.broadcast_shapes(np.shape(c11), np.shape(c22), np.shape(c12))
     out = np.empty((len(names), *shape), dtype=dtype)
@@ -300,6 +330,95 @@ def compute_features(c11: ArrayLike, c22: ArrayLike, c12: ArrayLike, names: Sequ
         else:
             out[i] = FEATURES[name](c11, c22, c12)
     return out
+
+
+#: Kernel code of each feature (its position in :data:`FEATURES`).
+_FEATURE_CODE: Mapping[str, int] = {name: i for i, name in enumerate(FEATURES)}
+(_VV_DB, _VH_DB, _CROSS_RATIO, _ENTROPY, _ANISOTROPY, _ALPHA, _MCHI_S, _MCHI_D, _MCHI_V, _DPRVI,
+ _RVI) = range(len(FEATURES))
+
+
+@numba.njit(parallel=True, cache=True)
+def _features_kernel(c11, c22, c12, codes, out):
+    """Per pixel, the features ``codes`` (see :data:`_FEATURE_CODE`) with the formulas of the numpy functions:
+    :func:`vv_db`, :func:`vh_db`, :func:`cross_ratio`, :func:`h_a_alpha` on the closed-form eigenvalues of
+    :func:`eigen_c2`, :func:`m_chi`, :func:`dprvi`, :func:`rvi`. Invalid pixels (:func:`valid_c2`) are NaN."""
+    nf = codes.shape[0]
+    need_eig = need_hlog = need_t = need_mchi = False
+    for k in range(nf):
+        code = codes[k]
+        if code == _ENTROPY or code == _ANISOTROPY or code == _ALPHA or code == _DPRVI:
+            need_eig = True
+        if code == _ENTROPY:
+            need_hlog = True
+        if code == _ALPHA:
+            need_t = True
+        if code == _MCHI_S or code == _MCHI_D or code == _MCHI_V:
+            need_mchi = True
+    inv_ln2 = 1.0 / math.log(2.0)
+    for p in numba.prange(c11.shape[0]):
+        a = np.float64(c11[p])
+        b = np.float64(c22[p])
+        cre = np.float64(c12[p].real)
+        cim = np.float64(c12[p].imag)
+        valid = (math.isfinite(a) and math.isfinite(b) and math.isfinite(cre) and math.isfinite(cim)
+                 and a > 0.0 and b > 0.0)
+        if not valid:
+            for k in range(nf):
+                out[k, p] = np.nan
+            continue
+        cabs2 = cre * cre + cim * cim  # |C12|^2
+        l1 = l2 = t = h = 0.0
+        if need_eig:
+            half_trace = 0.5 * (a + b)
+            d = math.sqrt(0.25 * (a - b) * (a - b) + cabs2)
+            l1 = half_trace + d
+            l2 = max(half_trace - d, 0.0)
+        span = l1 + l2
+        p1 = l1 / span if need_eig else 0.0
+        p2 = l2 / span if need_eig else 0.0
+        if need_hlog:
+            plogp = 0.0
+            if p1 > 0.0:
+                plogp += p1 * math.log(p1)
+            if p2 > 0.0:
+                plogp += p2 * math.log(p2)
+            h = min(max(-plogp * inv_ln2, 0.0), 1.0)
+        if need_t:
+            t = 0.5 * math.atan2(2.0 * math.sqrt(cabs2), a - b)
+        g0 = a + b
+        m = sin2chi = 0.0
+        if need_mchi:
+            g1, g2, g3 = a - b, 2.0 * cre, -2.0 * cim
+            pol = math.sqrt(g1 * g1 + g2 * g2 + g3 * g3)
+            m = min(max(pol / g0, 0.0), 1.0)
+            sin2chi = min(max(g3 / pol, -1.0), 1.0) if pol > 0.0 else 0.0
+        for k in range(nf):
+            code = codes[k]
+            if code == _VV_DB:
+                v = 10.0 * math.log10(a)
+            elif code == _VH_DB:
+                v = 10.0 * math.log10(b)
+            elif code == _CROSS_RATIO:
+                v = 10.0 * math.log10(b / a)
+            elif code == _ENTROPY:
+                v = h
+            elif code == _ANISOTROPY:
+                v = (p1 - p2) / (p1 + p2)
+            elif code == _ALPHA:
+                v = math.degrees(p1 * t + p2 * (0.5 * math.pi - t))
+            elif code == _MCHI_S:
+                v = math.sqrt(m * g0 * (1.0 - sin2chi) / 2.0)
+            elif code == _MCHI_D:
+                v = math.sqrt(m * g0 * (1.0 + sin2chi) / 2.0)
+            elif code == _MCHI_V:
+                v = math.sqrt(g0 * (1.0 - m))
+            elif code == _DPRVI:
+                dp_m = math.sqrt(min(max(1.0 - 4.0 * l1 * l2 / (span * span), 0.0), 1.0))
+                v = 1.0 - dp_m * (l1 / span)
+            else:  # _RVI
+                v = 4.0 * b / g0
+            out[k, p] = v
 
 
 def quantize(image: ArrayLike, levels: int, vmin: float, vmax: float) -> np.ndarray:
