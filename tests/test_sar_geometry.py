@@ -247,3 +247,14 @@ def test_ellipsoid_height_moves_range_as_expected(ann_orbit, timing):
     rc = geo.geocode_points(pts, ann_orbit, timing)
     dr = rc.slant_range[0] - rc.slant_range[1]
     assert 100 * np.cos(np.radians(46.5)) - 3 < dr < 100 * np.cos(np.radians(43.5)) + 3
+
+
+def test_no_orbit_information_is_a_clear_error(tmp_path):
+    """An annotation without state vectors (and no orbit file) names the file and the orbit-file setting."""
+    src = ANNOTATION
+    stripped = tmp_path / src.name
+    stripped.write_text(re.sub(r"<orbitList[^>]*>.*?</orbitList>", '<orbitList count="0"></orbitList>',
+                               src.read_text(), flags=re.S))
+    with pytest.raises(ValueError, match="orbit_dir") as err:
+        geo.orbit_from_annotation(stripped)
+    assert src.name in str(err.value)

@@ -84,7 +84,15 @@ def orbit_from_annotation(annotation: str | os.PathLike) -> Orbit:
     path = Path(annotation)
     if not path.exists():
         raise FileNotFoundError(f"Sentinel-1 annotation {path} does not exist")
-    ds = sentinel1.open_orbit_dataset(str(path))
+    try:
+        ds = sentinel1.open_orbit_dataset(str(path))
+    except (IndexError, KeyError) as exc:
+        ds = None
+        reason = exc
+    if ds is None or ds.sizes.get("azimuth_time", 0) < 4:
+        found = reason if ds is None else "fewer than 4"
+        raise ValueError(f"{path}: no orbit state vectors in the annotation ({found}); put the product's"
+                         " POEORB/RESORB orbit file in s1.native.orbit_dir")
     frame = ds.attrs.get("reference_system")
     if frame not in (None, "Earth Fixed"):
         raise ValueError(f"{path}: orbit reference frame {frame!r}, expected 'Earth Fixed'")
