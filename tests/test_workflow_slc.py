@@ -121,3 +121,8 @@ def test_tile_coverage_of_each_product_is_recorded(slc_workdir):
     snakemake(slc_workdir, "results/inventory/s1_coverage.csv")
     coverage = pd.read_csv(slc_workdir / "results" / "inventory" / "s1_coverage.csv")
     assert len(coverage) == 2 and (coverage["coverage"] == 1.0).all()
+
+
+def test_lint_is_clean_with_slc_engines(slc_workdir):
+    proc = snakemake(slc_workdir, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
