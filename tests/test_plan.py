@@ -153,3 +153,11 @@ def test_acquisition_target_dates_separate_per_source(config):
     plan = build_plan(variant(config, stack__time_axis="acquisitions", stack__mode="separate"))
     assert plan.target_dates == {"s1": ["2023-05-08", "2023-05-20"], "coh": ["2023-05-20"],  # at the secondary
                                  "s2": ["2023-05-12"]}
+
+
+def test_engine_that_does_not_match_the_s1_folder_is_an_error_naming_the_key(config):
+    """Seam products with an SLC engine would otherwise yield no S1 data at all: the plan stops instead."""
+    native = copy.deepcopy(config)
+    native["s1"] = {"engine": "native", "pairs": {"max_gap_days": 12, "tolerance_hours": 1.0}}
+    with pytest.raises(ValueError, match="s1.engine: preprocessed"):
+        build_plan(native)

@@ -79,8 +79,10 @@ def _threads(n: int | None) -> None:
 
         tf.config.threading.set_inter_op_parallelism_threads(n)
         tf.config.threading.set_intra_op_parallelism_threads(n)
-    except (ImportError, RuntimeError):
-        pass
+    except ImportError:
+        return
+    except RuntimeError as err:  # TensorFlow was initialised before: its pools keep their size
+        log.warning("TensorFlow thread pools not capped to %d: %s", n, err)
 
 
 # --- simulate -------------------------------------------------------------------------------------------

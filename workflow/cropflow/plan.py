@@ -7,6 +7,7 @@ reads the AOI and product names/metadata through the inventory cache: no raster 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +56,20 @@ def s1_inventory(config: dict, aoi: gpd.GeoDataFrame, tiles: gpd.GeoDataFrame) -
     """
     folder, cache = config["inputs"]["s1"], config["inputs"]["cache"]
     no_coverage = pd.DataFrame(columns=["scene", "tile", "coverage"])
+    names = [e.name for e in os.scandir(folder)] if os.path.isdir(folder) else []
+    seam_files = any(n.endswith(("_C2.tif", "_coh.tif")) for n in names)
+    slc_files = any(n.startswith("S1") and n.endswith((".zip", ".SAFE")) for n in names)
     if config["s1"]["engine"] == "preprocessed":
+        if slc_files and not seam_files:
+            raise ValueError(f"inputs.s1 folder {folder} holds SLC products, not seam products: set s1.engine to"
+                             " native or snap")
         scenes, pairs = inventory.scan_s1_seam(folder, cache)
         return S1Inventory(scenes, pairs, pd.DataFrame(columns=["scene", "path", "reason"]), no_coverage)
     from cropflow import s1slc
 
+    if seam_files and not slc_files:
+        raise ValueError(f"inputs.s1 folder {folder} holds preprocessed seam products (<scene>_C2.tif), not SLC"
+                         f" products: set s1.engine: preprocessed")
     scenes, skipped = s1slc.scan_s1_slc(folder, cache)
     coverage, away = s1slc.aoi_coverage(scenes, aoi.to_crs("EPSG:4326").union_all(), tiles)
     scenes = scenes[~scenes["scene"].isin(away["scene"])].assign(datetime=lambda df: df["start"])

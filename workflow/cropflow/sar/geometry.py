@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from scipy.interpolate import CubicHermiteSpline
 
 from cropflow.grid import ProjectGrid
 from cropflow.raster import read_on_grid
-from cropflow.sar.slc import read_annotation
+from cropflow.sar.slc import parse_xml, read_annotation
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +120,7 @@ def read_eof(path: str | os.PathLike) -> Orbit:
     the ``EARTH_FIXED`` frame (checked against ``Variable_Header/Ref_Frame``).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"orbit file {path} does not exist")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{path} is not a readable orbit EOF XML file: {exc}") from exc
+    root = parse_xml(path, "orbit file")
     frame = next((el.text for el in root.iter() if _local(el.tag) == "Ref_Frame"), None)
     if frame is not None and frame.strip() != "EARTH_FIXED":
         raise ValueError(f"{path}: orbit reference frame {frame!r}, expected EARTH_FIXED")

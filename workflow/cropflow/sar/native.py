@@ -30,8 +30,14 @@ from cropflow.raster import write_raster
 from cropflow.s1 import parse_scene_id
 from cropflow.sar.coherence import coherence
 from cropflow.sar.geometry import RadarCoordinates, geocode_swath, radar_to_grid
-from cropflow.sar.slc import (calibrate_sigma0, extract_safe, list_swath_polarisations, open_metadata, open_swath,
-                              swath_annotation)
+from cropflow.sar.slc import (
+    calibrate_sigma0,
+    extract_safe,
+    list_swath_polarisations,
+    open_metadata,
+    open_swath,
+    swath_annotation,
+)
 from cropflow.sar.speckle import multilook, refined_lee
 from cropflow.sar.tops import burst_tops, deramp, deramp_phase
 

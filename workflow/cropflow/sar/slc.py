@@ -110,16 +110,22 @@ def _text(root: ET.Element, path: str, source: Path) -> str:
     return node.text.strip()
 
 
+def parse_xml(path: str | os.PathLike, what: str) -> ET.Element:
+    """The root element of an XML file; a missing or malformed file is an error naming it and ``what`` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{path}: {what} XML is not well formed ({exc}); re-download it") from exc
+
+
 def read_annotation(path: str | os.PathLike) -> SwathAnnotation:
     """Parse a Sentinel-1 SLC product annotation XML (adsHeader, productInformation, imageInformation,
     swathTiming/burstList with firstValidSample/lastValidSample)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Sentinel-1 annotation {path} does not exist")
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{path}: annotation XML is not well formed ({exc}); re-download the product") from exc
+    root = parse_xml(path, "Sentinel-1 annotation")
     lpb = int(_text(root, "swathTiming/linesPerBurst", path))
     bursts = []
     for k, node in enumerate(root.findall("swathTiming/burstList/burst")):
