@@ -189,14 +189,8 @@ def _coherence_kernel(s1, s2, phase, use_phase, wa, wr, complex_output, out_abs,
                     out_abs[i, j] = min(g, 1.0) if ok else np.nan
 
 
-def coherence_reference(
-    s1: np.ndarray,
-    s2: np.ndarray,
-    window: tuple[int, int] = (3, 10),
-    *,
-    flat_phase: np.ndarray | None = None,
-    complex_output: bool = False,
-) -> np.ndarray:
+def coherence_reference(s1: np.ndarray, s2: np.ndarray, window: tuple[int, int] = (3, 10), *,
+                        flat_phase: np.ndarray | None = None, complex_output: bool = False) -> np.ndarray:
     """Sample coherence of two co-registered complex images over a boxcar ``window`` (az, rg).
 
     ``flat_phase`` (radians, same shape) is removed first: s2 <- s2 exp(-j phi) (flat-earth/topographic phase
