@@ -1,6 +1,6 @@
 """Sentinel-1 IW SLC inventory on a real SAFE zip: identify, cache, skips, pairs, burst matching, AOI coverage.
 
-The one real product (tests/data/s1-safe-metadata, see PROVENANCE.md) is S1B, relative orbit 168,
+The one real product (resources/s1/, see its PROVENANCE.md) is S1B, relative orbit 168,
 descending, 2021-04-01. Pair tests need more acquisitions, so ``derive`` writes copies of that zip in which
 only what identifies an acquisition is rewritten: the SAFE folder name (start/stop time and absolute orbit)
 and, in manifest.safe, startTime/stopTime, orbitNumber, relativeOrbitNumber (and, for the IPF >= 3.40 case,
@@ -39,7 +39,7 @@ from cropflow.s1slc import (
     slc_pairs,
 )
 
-DATA = Path(__file__).parent / "data" / "s1-safe-metadata"
+DATA = Path(__file__).resolve().parents[1] / "resources" / "s1"
 NAME = "S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4"
 ZIP = DATA / f"{NAME}.zip"
 T_START = datetime(2021, 4, 1, 5, 26, 22)

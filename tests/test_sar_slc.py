@@ -11,7 +11,8 @@ DATA = Path(__file__).parent / "data"
 AZ = DATA / "s1-slc-azores"
 TIFF = AZ / "s1a-iw3-slc-vv_subset_hight9800_10400_width11000_11000.tiff"
 ANN = AZ / "s1a-iw3-slc-vv-20220918t074921-20220918t074946-045056-056232-006.xml"
-ZIP = DATA / "s1-safe-metadata" / "S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.zip"
+ZIP = Path(__file__).resolve().parents[1] / "resources" / "s1" / \
+    "S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.zip"
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ SMALL = (330000.0, 5340000.0, 333000.0, 5342000.0)
 GRID = ProjectGrid("EPSG:32652", 10.0, SMALL)
 CLOUD_THRESHOLD = 0.08
 #: a narrow S2 margin keeps the products (and the test) small
-OPTIONS = {"legend_path": LEGEND, "s2_margin": 300.0}
+OPTIONS = {"legend_path": LEGEND, "s2_margin": 300.0, "s1_format": "seam"}
 
 
 def _aoi(path: Path, bounds: tuple[float, float, float, float]) -> str:

@@ -19,7 +19,7 @@ from cropflow import pyrosar_env, snap
 from cropflow.grid import ProjectGrid
 from cropflow.s1 import validate_c2, validate_coherence
 
-DATA = Path(__file__).parent / "data" / "s1-safe-metadata"
+DATA = Path(__file__).resolve().parents[1] / "resources" / "s1"
 SAFE = DATA / "S1B_IW_SLC__1SDV_20210401T052622_20210401T052650_026269_032297_EFA4.zip"
 # UTM 32N grids over the product (IW1 bursts from the annotation's geolocation grid)
 ONE_BURST = ProjectGrid("EPSG:32632", 10.0, (715400.0, 5137860.0, 717400.0, 5139860.0))  # IW1 burst 5

@@ -62,14 +62,16 @@ def write_config(workdir: Path, **overrides) -> dict:
         "inputs": {"s1": "data/s1", "s2": "data/s2", "parcels": "data/parcels.gpkg", "label_field": "crop",
                    "cropland_mask": "data/cropland.tif", "cache": ".cropflow/inventory-cache.json"},
     })
-    config["s1"]["engine"] = "preprocessed"
+    # Sentinel-1 from IW SLC zips through the native engine, geocoded with the DEM the simulator wrote
+    config["s1"]["engine"] = "native"
+    config["s1"]["native"]["dem"] = "data/dem.tif"
     config["grid"]["tile_size"] = 2000
     config["partition"]["cell_size"] = 500
     config["partition"]["candidates"] = 200
     config["samples"]["pixels_per_parcel"] = 20
     config["models"]["rf"]["n_estimators"] = 100
     config["models"]["tempcnn"].update({"epochs": 15, "patience": 4, "filters": 32, "dense": 64})
-    config["simulate"] = {"year": 2023}
+    config["simulate"] = {"year": 2023, "s1_format": "slc"}
     for key, value in overrides.items():
         config[key] = value
     (workdir / "config").mkdir(exist_ok=True)
@@ -172,7 +174,7 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
     assert jobs.get("s2_ingest") == 1
     assert jobs.get("stack") == 1, "only the tile the new product covers is restacked"
     assert jobs.get("samples_tile") == 1
-    for unaffected in ("grid", "s1_import_scene", "s1_import_pair", "s1_features", "labels_clean", "partition",
+    for unaffected in ("grid", "s1_scene", "s1_pair", "s1_features", "labels_clean", "partition",
                        "labels_tile"):
         assert unaffected not in jobs, (unaffected, jobs)
     # the model is retrained on the new samples, so every tile is mapped again
@@ -199,9 +201,12 @@ def test_bad_config_value_names_the_key(tmp_path, key, value, message):
 
 
 def test_alternative_settings_run_end_to_end(tmp_path):
-    """Separate time axes per source, KNN gap filling, acquisition dates, patches, probabilities, no post-processing."""
+    """Seam products (engine preprocessed), separate time axes per source, KNN gap filling, acquisition dates,
+    patches, probabilities, no post-processing."""
     gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
     config = write_config(tmp_path)
+    config["s1"]["engine"] = "preprocessed"
+    config["simulate"]["s1_format"] = "seam"
     config["stack"].update({"mode": "separate", "gapfill": "knn", "time_axis": "acquisitions"})
     config["samples"].update({"patches": True, "patch_size": 5, "pixels_per_parcel": 5})
     config["inference"]["probabilities"] = True

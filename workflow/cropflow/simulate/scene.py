@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from cropflow.simulate.phenology import (
     PROFILE_CODE,
     PROFILES,
     Traits,
+    Weather,
     canopy_state,
     draw_traits,
     simulate_weather,
@@ -61,6 +63,7 @@ from cropflow.simulate.phenology import (
 )
 from cropflow.simulate.sentinel1 import (
     RadarLandscape,
+    RadarScene,
     draw_radar_traits,
     plan_acquisitions,
     plan_pairs,
@@ -68,6 +71,7 @@ from cropflow.simulate.sentinel1 import (
     write_scene,
 )
 from cropflow.simulate.sentinel2 import write_l2a
+from cropflow.simulate.slc import TEMPLATE, dem_sampler, load_template, place_track, simulate_dem, write_track
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +431,7 @@ def simulate(
     s1_looks: int = 5,
     coherence_looks: int = 20,
     s2_zip: bool = False,
+    s1_format: str = "slc",
     landscape: LandscapeParams | None = None,
 ) -> dict:
     """Simulate the demo inputs over an AOI into ``out_dir`` and return the summary (also ``truth.json``).
@@ -436,8 +441,12 @@ def simulate(
     cloud cover over the AOI of each of them (share of SCL 3/8/9/10 pixels; default: one clear date, one ~30 %
     cloudy date, the others 1-4.5 %); ``label_coverage`` is the share of parcels the survey labels;
     ``s2_margin`` (m) is how far the S2 product extends beyond the AOI; ``s1_looks`` the equivalent number of
-    looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates.
+    looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates (both for
+    ``s1_format`` "seam": C2 and coherence products on the project grid; "slc": IW SLC SAFE zips, with the
+    DEM ``dem.tif`` they were simulated on).
     """
+    if s1_format not in ("slc", "seam"):
+        raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
     aoi = read_aoi(str(aoi_path))
     legend = Legend.load(str(legend_path))
@@ -494,18 +503,22 @@ def simulate(
                                               weather.wetness_on(doy), seed, s2_zip))
 
     # Sentinel-1
-    land = RadarLandscape(parcel=world.parcel, vigour=world.vigour, texture=world.texture, traits=world.traits,
-                          radar=draw_radar_traits(world.traits, product_rng(seed, "radar-traits")),
-                          weather=weather)
+    land = radar_landscape(world, weather, seed)
     (out / "s1").mkdir(parents=True, exist_ok=True)
-    for i, scene in enumerate(scenes, start=1):
-        logger.info("S1 scene %d/%d %s", i, len(scenes), scene.name)
-        write_scene(out / "s1" / f"{scene.name}_C2.tif", scene, grid, land, s1_looks, entropy(seed, "s1", scene.name))
-    for i, pair in enumerate(pairs, start=1):
-        logger.info("S1 pair %d/%d %s", i, len(pairs), pair.pair)
-        write_pair(out / "s1" / f"{pair.pair}_coh.tif", pair, grid, land, coherence_looks,
-                   entropy(seed, "coh", pair.pair))
-    written = {f"{s.name}_C2.tif" for s in scenes} | {f"{p.pair}_coh.tif" for p in pairs}
+    if s1_format == "slc":
+        scenes = simulate_slc(out, grid, land, scenes, seed)
+        pairs = plan_pairs(scenes)
+        written = {f"{s.name}.zip" for s in scenes}
+    else:
+        for i, scene in enumerate(scenes, start=1):
+            logger.info("S1 scene %d/%d %s", i, len(scenes), scene.name)
+            write_scene(out / "s1" / f"{scene.name}_C2.tif", scene, grid, land, s1_looks,
+                        entropy(seed, "s1", scene.name))
+        for i, pair in enumerate(pairs, start=1):
+            logger.info("S1 pair %d/%d %s", i, len(pairs), pair.pair)
+            write_pair(out / "s1" / f"{pair.pair}_coh.tif", pair, grid, land, coherence_looks,
+                       entropy(seed, "coh", pair.pair))
+        written = {f"{s.name}_C2.tif" for s in scenes} | {f"{p.pair}_coh.tif" for p in pairs}
     for folder, names in ((out / "s1", written), (out / "s2", {s["product"] for s in s2_summary})):
         stale = _stale_files(folder, names)
         if stale:
@@ -517,6 +530,36 @@ def simulate(
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def radar_landscape(world: World, weather: Weather, seed: int) -> RadarLandscape:
+    """What the radar products need of the world: parcels, static rasters, traits and weather."""
+    return RadarLandscape(parcel=world.parcel, vigour=world.vigour, texture=world.texture, traits=world.traits,
+                          radar=draw_radar_traits(world.traits, product_rng(seed, "radar-traits")), weather=weather)
+
+
+def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Sequence[RadarScene], seed: int
+                 ) -> list[RadarScene]:
+    """Write ``dem.tif`` and the IW SLC zips of ``scenes`` into ``out/s1``; return the scenes as written
+    (product names and times from their bursts, incidence at the AOI centre)."""
+    x0, y0, x1, y1 = grid.bounds
+    margin = 5000.0
+    heights, dem_grid = simulate_dem((x0 - margin, y0 - margin, x1 + margin, y1 + margin), grid.crs,
+                                     product_rng(seed, "dem"))
+    write_raster(out / "dem.tif", heights, dem_grid, nodata=-32768.0,
+                 tags={"HEIGHTS": "ellipsoidal (WGS84), m"})
+    height = dem_sampler(heights, dem_grid)
+    lon, lat = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(
+        0.5 * (x0 + x1), 0.5 * (y0 + y1))
+    written: list[RadarScene] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        template = load_template(TEMPLATE, tmp)
+        for track in sorted({s.relative_orbit for s in scenes}):
+            track_scenes = [s for s in scenes if s.relative_orbit == track]
+            geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds)
+            written += write_track(out / "s1", template, geometry, track_scenes, land, grid,
+                                   lambda swath, name, k: entropy(seed, "slc", name, swath, str(k)))
+    return sorted(written, key=lambda s: s.start)
 
 
 def _summary(world: World, truth: np.ndarray, inside: np.ndarray, legend: Legend, n_labelled: int,

@@ -145,10 +145,16 @@ def view_geometry(track: int, lon: float, lat: float) -> tuple[str, float, float
     return orbit_pass, inc, seconds
 
 
-def scene_name(platform: str, start: datetime, absolute_orbit: int) -> str:
-    """Product name ``S1A_IW_SLC__1SDV_<start>_<stop>_<orbit>_<datatake>_<crc>`` (crc = CRC-32 of the rest)."""
-    stop = start + timedelta(seconds=_SLICE_S)
-    datatake = int(round(_ANCHOR_DATATAKE + _DATATAKE_PER_ORBIT * (absolute_orbit - _ANCHOR_ORBIT))) & 0xFFFFFF
+def datatake_id(absolute_orbit: int) -> int:
+    """Mission data-take id of an acquisition on ``absolute_orbit`` (24 bits)."""
+    return int(round(_ANCHOR_DATATAKE + _DATATAKE_PER_ORBIT * (absolute_orbit - _ANCHOR_ORBIT))) & 0xFFFFFF
+
+
+def scene_name(platform: str, start: datetime, absolute_orbit: int, stop: datetime | None = None) -> str:
+    """Product name ``S1A_IW_SLC__1SDV_<start>_<stop>_<orbit>_<datatake>_<crc>`` (crc = CRC-32 of the rest);
+    ``stop`` defaults to a full 27 s slice."""
+    stop = start + timedelta(seconds=_SLICE_S) if stop is None else stop
+    datatake = datatake_id(absolute_orbit)
     stem = f"{platform}_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{absolute_orbit:06d}_{datatake:06X}"
     return f"{stem}_{zlib.crc32(stem.encode()) & 0xFFFF:04X}"
 
@@ -470,6 +476,12 @@ class RadarLandscape:
 def _parcel_radar(land: RadarLandscape, scene: RadarScene) -> ParcelRadar:
     return parcel_radar(canopy_state(land.traits, scene.doy), land.radar, land.weather.wetness_on(scene.doy),
                         land.weather.wind_on(scene.doy), scene.incidence)
+
+
+def expected_components(land: RadarLandscape, scene: RadarScene) -> Components:
+    """The expected (speckle-free) backscatter components of every pixel of the project grid on one date."""
+    return pixel_components(land.parcel, land.vigour, land.texture, _parcel_radar(land, scene), land.radar,
+                            scene.incidence)
 
 
 def _block_rng(entropy: Sequence[int], block: int) -> np.random.Generator:
