@@ -270,3 +270,36 @@ def test_numba_features_agree_with_numpy_reference(real, cplx):
         assert got.shape == want.shape == (len(names), 60, 50) and got.dtype == np.float32
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vectorised_ln_and_atan2_match_libm():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([np.exp(rng.uniform(-740, 709, 20000)), rng.uniform(0.0, 1.0, 20000),
+                        [5e-324, 1e-310, 2.2250738585072014e-308, 0.5, 1.0, 2.0, np.sqrt(2.0), 1.7976931348623157e308]])
+    got = np.array([polsar._ln(v) for v in x])
+    np.testing.assert_allclose(got, np.log(x), rtol=5e-16, atol=0)
+    assert np.isfinite(polsar._ln(0.0))
+    y = np.abs(rng.normal(size=20000)) * np.exp(rng.uniform(-20, 20, 20000))
+    xs = rng.normal(size=20000) * np.exp(rng.uniform(-20, 20, 20000))
+    y[:6], xs[:6] = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 1.0, -1.0, 0.0, np.tan(np.pi / 8), -1.0]
+    got = np.array([polsar._atan2(a, b) for a, b in zip(y, xs)])
+    np.testing.assert_allclose(got, np.arctan2(y, xs), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 1023, 1025, 2049])
+def test_compute_features_independent_of_block_and_thread_split(n):
+    import numba
+
+    c11, c22, c12 = random_c2(n, seed=4)
+    c11[::11] = np.nan
+    names = list(polsar.FEATURES)
+    want = polsar.compute_features_reference(c11, c22, c12, names)
+    before = numba.get_num_threads()
+    try:
+        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(threads)
+            got = polsar.compute_features(c11, c22, c12, names)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    finally:
+        numba.set_num_threads(before)

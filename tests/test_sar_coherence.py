@@ -120,3 +120,41 @@ def test_numba_kernel_agrees_with_summed_area_reference(window, dtype):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_zero_filled_no_data_gives_nan_as_the_reference():
+    # zeros (a common no-data fill) next to bright data: windows holding only zeros have P1 P2 = 0 exactly
+    rng = np.random.default_rng(5)
+    shape = (60, 80)
+    s1 = ((rng.normal(size=shape) + 1j * rng.normal(size=shape)) * np.exp(rng.uniform(-3, 3, shape)))
+    s1 = s1.astype(np.complex64)
+    s2 = (0.7 * s1 + 0.5 * (rng.normal(size=shape) + 1j * rng.normal(size=shape))).astype(np.complex64)
+    s1[20:40, 20:60] = 0
+    s2[20:40, 20:60] = 0
+    for window in ((3, 3), (5, 9)):
+        got = coherence(s1, s2, window)
+        want = coherence_reference(s1, s2, window)
+        assert np.isnan(want[25:35, 30:50]).all()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape, window", [((37, 23), (5, 9)), ((1, 40), (3, 3)), ((40, 1), (3, 3)),
+                                           ((5, 7), (11, 15)), ((2, 3), (4, 4))])
+def test_row_blocks_of_any_thread_count_match_the_reference(shape, window):
+    import numba
+
+    rng = np.random.default_rng(17)
+    s1 = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+    s2 = (0.6 * s1 + 0.6 * (rng.normal(size=shape) + 1j * rng.normal(size=shape))).astype(np.complex64)
+    s1.flat[::7] = np.nan
+    want = coherence_reference(s1, s2, window)
+    before = numba.get_num_threads()
+    try:
+        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+            numba.set_num_threads(threads)
+            got = coherence(s1, s2, window)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+    finally:
+        numba.set_num_threads(before)

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from scipy import ndimage
-
 from cropflow.grid import project_grid, read_aoi
 from cropflow.s1slc import scan_s1_slc
 from cropflow.sar.geometry import (
@@ -34,11 +32,28 @@ from cropflow.sar.native import NativeOptions, pair_coherence, scene_c2
 from cropflow.sar.slc import extract_safe, read_annotation
 from cropflow.simulate import simulate
 from cropflow.simulate.parcels import LandscapeParams
-from cropflow.simulate.scene import build_world, product_rng, radar_landscape, s2_grid_for, simulate_weather
-from cropflow.simulate.sentinel1 import RadarPair, RadarScene, coherence_terms, expected_components, \
-    pair_coherence_gammas
-from cropflow.simulate.sentinel1 import _parcel_radar
-from cropflow.simulate.slc import TEMPLATE, load_template, range_doppler_point, rotated_orbit
+from cropflow.simulate.scene import (
+    build_world,
+    product_rng,
+    radar_landscape,
+    s2_grid_for,
+    simulate_weather,
+)
+from cropflow.simulate.sentinel1 import (
+    RadarPair,
+    RadarScene,
+    _parcel_radar,
+    coherence_terms,
+    expected_components,
+    pair_coherence_gammas,
+)
+from cropflow.simulate.slc import (
+    TEMPLATE,
+    load_template,
+    range_doppler_point,
+    rotated_orbit,
+)
+from scipy import ndimage
 
 LEGEND = str(Path(__file__).parents[1] / "resources" / "legend.yaml")
 #: 1.5 x 1.5 km in UTM 52N, inside the demo AOI
@@ -58,7 +73,7 @@ def sim(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def land(sim):
-    out, summary = sim
+    out = sim[0]
     aoi = read_aoi(str(out / "aoi.geojson"))
     grid = project_grid(aoi, "EPSG:32652", 10.0)
     world = build_world(aoi, grid, s2_grid_for(aoi, 200.0)[0], SEED, LandscapeParams())
@@ -115,7 +130,7 @@ def test_products_have_the_real_safe_layout_and_are_identified(sim, tmp_path):
 
 def test_annotation_extent_timing_and_geolocation_grid_are_consistent(sim, tmp_path):
     out, _ = sim
-    safe = extract_safe(sorted((out / "s1").glob("*.zip"))[0], tmp_path)
+    safe = extract_safe(min((out / "s1").glob("*.zip")), tmp_path)
     ann_path = next((safe / "annotation").glob("s1a-iw1-slc-vv-*.xml"))
     ann = read_annotation(ann_path)
     with rasterio.open(next((safe / "measurement").glob("s1a-iw1-slc-vv-*.tiff"))) as src:
@@ -167,6 +182,11 @@ def test_native_engine_finds_the_simulated_backscatter_where_the_parcels_are(sim
         assert _c2_match(src.read(1), expected.c11)[0] < 0.5
 
 
+def _box(x: np.ndarray) -> np.ndarray:
+    """Mean over the engine's 5 x 5 coherence window."""
+    return ndimage.uniform_filter(x, 5)
+
+
 def test_native_engine_recovers_the_simulated_coherence(sim, land, tmp_path):
     out, summary = sim
     grid, radar = land
@@ -183,8 +203,7 @@ def test_native_engine_recovers_the_simulated_coherence(sim, land, tmp_path):
     c0, c1 = expected_components(radar, s0), expected_components(radar, s1)
     for band, pol in enumerate(("vv", "vh")):
         num, a, b = coherence_terms(c0, c1, pol, *(g[p] for g in gammas))
-        box = lambda x: ndimage.uniform_filter(x, 5)  # noqa: E731
-        true = box(num) / np.sqrt(box(a) * box(b))
+        true = _box(num) / np.sqrt(_box(a) * _box(b))
         ok = np.isfinite(coh[band])
         assert ok.mean() > 0.99
         assert np.corrcoef(true[ok], coh[band][ok])[0, 1] > 0.6

@@ -9,8 +9,9 @@ No-data convention: a pixel is valid when C11 > 0, C22 > 0 and all three element
 feature of an invalid pixel is NaN (no warning, no inf), whatever the feature needs, so all bands of a
 scene share one no-data mask.
 
-:func:`compute_features` evaluates all requested features in one pass of a numba per-pixel kernel (float64
-inside); the vectorised numpy functions below are the reference definitions it is tested against.
+:func:`compute_features` evaluates all requested features in one pass of a numba kernel over blocks of
+pixels (float64 inside, SIMD loops with polynomial logarithm and arctangent); the vectorised numpy functions
+below are the reference definitions it is tested against.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.special import xlogy
 
@@ -290,7 +294,10 @@ def compute_features(c11: ArrayLike, c22: ArrayLike, c12: ArrayLike, names: Sequ
 
     For float32 output all features come from one pass of a numba kernel (closed-form 2x2 eigen-decomposition,
     float64 arithmetic, same formulas and no-data rule as the per-feature functions, which
-    :func:`compute_features_reference` stacks); other dtypes use that reference.
+    :func:`compute_features_reference` stacks); other dtypes use that reference. The kernel reads C2 once per
+    block of :data:`_BLOCK` pixels and evaluates each feature as one vectorised loop over the block (ln and
+    atan2 by the polynomials :func:`_ln`, :func:`_atan2`, within 2 ulp of libm); blocks are split between
+    the numba threads (``numba.get_num_threads()``).
     """
     glcm = [n for n in names if n in GLCM_FEATURES]
     if glcm:
@@ -309,7 +316,7 @@ def compute_features(c11: ArrayLike, c22: ArrayLike, c12: ArrayLike, names: Sequ
     codes = np.array([_FEATURE_CODE[n] for n in names], dtype=np.int64)
     out = np.empty((len(names), a.size), dtype=np.float32)
     if len(names) and a.size:
-        _features_kernel(a, b, c, codes, out)
+        _features_kernel(a, b, c, codes, out, numba.get_num_threads())
     return out.reshape((len(names), *shape))
 
 
@@ -337,88 +344,296 @@ _FEATURE_CODE: Mapping[str, int] = {name: i for i, name in enumerate(FEATURES)}
 (_VV_DB, _VH_DB, _CROSS_RATIO, _ENTROPY, _ANISOTROPY, _ALPHA, _MCHI_S, _MCHI_D, _MCHI_V, _DPRVI,
  _RVI) = range(len(FEATURES))
 
+#: Pixels per block of the feature kernel: its per-block buffers stay in the L2 cache.
+_BLOCK = 1024
+_FASTMATH = {"contract"}  # fused multiply-add only: NaN/inf semantics and evaluation order are kept
+_LN2 = math.log(2.0)
+_DB = 10.0 / math.log(10.0)  # 10 log10 x = _DB ln x
+_SQRT2 = math.sqrt(2.0)
+_TAN_PI_8 = math.tan(math.pi / 8.0)
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE-754 bit pattern of a float64 as an int64 (a register reinterpretation, no memory)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, i):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``i``."""
+    if i != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@numba.njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _ln(x: float) -> float:
+    """Natural logarithm of a finite x >= 0 in plain arithmetic, so that loops calling it vectorise.
+
+    x = 2^e m with m in [1/sqrt 2, sqrt 2) read from the bits (subnormals scaled by 2^52 first);
+    ln x = e ln 2 + 2 atanh s with s = (m - 1)/(m + 1), |s| <= 0.172, and atanh s = sum_k s^(2k+1)/(2k+1)
+    summed to k = 10 (truncation below 1e-17 relative). Within 2 ulp of ``math.log``; x = 0 gives
+    -1075 ln 2 (finite), for callers that mask it."""
+    tiny = x < 2.2250738585072014e-308
+    x = x * 4503599627370496.0 if tiny else x
+    bits = _float_bits(x)
+    e = (bits >> 52) - (1075 if tiny else 1023)
+    m = _bits_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    high = m > _SQRT2
+    m = 0.5 * m if high else m
+    e = e + 1 if high else e
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    r = 1.0 / 21.0
+    r = r * z + 1.0 / 19.0
+    r = r * z + 1.0 / 17.0
+    r = r * z + 1.0 / 15.0
+    r = r * z + 1.0 / 13.0
+    r = r * z + 1.0 / 11.0
+    r = r * z + 1.0 / 9.0
+    r = r * z + 1.0 / 7.0
+    r = r * z + 1.0 / 5.0
+    r = r * z + 1.0 / 3.0
+    r = r * z + 1.0
+    return e * _LN2 + 2.0 * s * r
+
+
+@numba.njit(inline="always", fastmath=_FASTMATH, error_model="numpy")
+def _atan2(y: float, x: float) -> float:
+    """atan2(y, x) in [0, pi] for y >= 0 in plain arithmetic, so that loops calling it vectorise.
+
+    z = min(|x|, y) / max(|x|, y) in [0, 1]; for z > tan(pi/8), atan z = pi/4 + atan u with
+    u = (z - 1)/(z + 1); then |u| <= tan(pi/8) and atan u = sum_k (-1)^k u^(2k+1)/(2k+1) to k = 19
+    (truncation below 1e-16). The octant is restored from y > |x| and the sign of x; atan2(0, 0) = 0.
+    Within 2 ulp of ``math.atan2``."""
+    ax = abs(x)
+    lo = min(ax, y)
+    hi = max(ax, y)
+    reduced = lo > _TAN_PI_8 * hi
+    num = lo - hi if reduced else lo
+    den = lo + hi if reduced else (hi if hi > 0.0 else 1.0)
+    u = num / den
+    v = u * u
+    r = -1.0 / 39.0
+    r = r * v + 1.0 / 37.0
+    r = r * v - 1.0 / 35.0
+    r = r * v + 1.0 / 33.0
+    r = r * v - 1.0 / 31.0
+    r = r * v + 1.0 / 29.0
+    r = r * v - 1.0 / 27.0
+    r = r * v + 1.0 / 25.0
+    r = r * v - 1.0 / 23.0
+    r = r * v + 1.0 / 21.0
+    r = r * v - 1.0 / 19.0
+    r = r * v + 1.0 / 17.0
+    r = r * v - 1.0 / 15.0
+    r = r * v + 1.0 / 13.0
+    r = r * v - 1.0 / 11.0
+    r = r * v + 1.0 / 9.0
+    r = r * v - 1.0 / 7.0
+    r = r * v + 1.0 / 5.0
+    r = r * v - 1.0 / 3.0
+    r = r * v + 1.0
+    a = u * r + (0.25 * math.pi if reduced else 0.0)
+    a = 0.5 * math.pi - a if y > ax else a
+    return math.pi - a if x < 0.0 else a
+
 
 @numba.njit(parallel=True, cache=True)
-def _features_kernel(c11, c22, c12, codes, out):
-    """Per pixel, the features ``codes`` (see :data:`_FEATURE_CODE`) with the formulas of the numpy functions:
-    :func:`vv_db`, :func:`vh_db`, :func:`cross_ratio`, :func:`h_a_alpha` on the closed-form eigenvalues of
-    :func:`eigen_c2`, :func:`m_chi`, :func:`dprvi`, :func:`rvi`. Invalid pixels (:func:`valid_c2`) are NaN."""
-    nf = codes.shape[0]
-    need_eig = need_hlog = need_t = need_mchi = False
-    for k in range(nf):
+def _features_kernel(c11, c22, c12, codes, out, threads):
+    """The features ``codes`` (see :data:`_FEATURE_CODE`) of every pixel, with the formulas of the numpy
+    functions. Pixels are processed in blocks of :data:`_BLOCK`, consecutive blocks split between
+    ``threads`` threads; per block, :func:`_prepare_block` reads C2 once and each feature is one loop over
+    the block's buffers."""
+    n = c11.shape[0]
+    nblocks = (n + _BLOCK - 1) // _BLOCK
+    chunks = min(nblocks, threads)
+    per_chunk = (nblocks + chunks - 1) // chunks
+    for k in numba.prange(chunks):
+        buffers = np.empty((_N_BUFFERS, _BLOCK))
+        for block in range(k * per_chunk, min(nblocks, (k + 1) * per_chunk)):
+            p0 = block * _BLOCK
+            p1 = min(n, p0 + _BLOCK)
+            _features_block(c11, c22, c12, codes, buffers, out, p0, p1)
+
+
+#: Per-block buffers: a, b, Re C12, Im C12 (invalid pixels replaced by the identity), NaN mask, l1, l2,
+#: p1, p2, ln C11, ln C22, m and sin 2chi of the m-chi decomposition.
+_N_BUFFERS = 13
+
+
+@numba.njit(cache=True)
+def _features_block(c11, c22, c12, codes, buf, out, start, stop):
+    """Features ``codes`` of pixels start..stop-1 into ``out[k, start:stop]``, with the :data:`_N_BUFFERS`
+    rows of ``buf`` as work space (1-D contiguous slices, so that every loop vectorises)."""
+    n = stop - start
+    a, b, cre, cim, nan = buf[0, :n], buf[1, :n], buf[2, :n], buf[3, :n], buf[4, :n]
+    l1, l2, p1, p2 = buf[5, :n], buf[6, :n], buf[7, :n], buf[8, :n]
+    lna, lnb, m, sin2chi = buf[9, :n], buf[10, :n], buf[11, :n], buf[12, :n]
+    _prepare_block(c11[start:stop], c22[start:stop], c12[start:stop], a, b, cre, cim, nan, l1, l2, p1, p2)
+    need_ln = need_mchi = False
+    for k in range(codes.shape[0]):
+        need_ln |= codes[k] == _VV_DB or codes[k] == _VH_DB or codes[k] == _CROSS_RATIO
+        need_mchi |= codes[k] == _MCHI_S or codes[k] == _MCHI_D or codes[k] == _MCHI_V
+    if need_ln:
+        _ln_block(a, b, lna, lnb)
+    if need_mchi:
+        _mchi_block(a, b, cre, cim, m, sin2chi)
+    for k in range(codes.shape[0]):
         code = codes[k]
-        if code == _ENTROPY or code == _ANISOTROPY or code == _ALPHA or code == _DPRVI:
-            need_eig = True
-        if code == _ENTROPY:
-            need_hlog = True
-        if code == _ALPHA:
-            need_t = True
-        if code == _MCHI_S or code == _MCHI_D or code == _MCHI_V:
-            need_mchi = True
-    inv_ln2 = 1.0 / math.log(2.0)
-    for p in numba.prange(c11.shape[0]):
-        a = np.float64(c11[p])
-        b = np.float64(c22[p])
-        cre = np.float64(c12[p].real)
-        cim = np.float64(c12[p].imag)
-        valid = (math.isfinite(a) and math.isfinite(b) and math.isfinite(cre) and math.isfinite(cim)
-                 and a > 0.0 and b > 0.0)
-        if not valid:
-            for k in range(nf):
-                out[k, p] = np.nan
-            continue
-        cabs2 = cre * cre + cim * cim  # |C12|^2
-        l1 = l2 = t = h = 0.0
-        if need_eig:
-            half_trace = 0.5 * (a + b)
-            d = math.sqrt(0.25 * (a - b) * (a - b) + cabs2)
-            l1 = half_trace + d
-            l2 = max(half_trace - d, 0.0)
-        span = l1 + l2
-        p1 = l1 / span if need_eig else 0.0
-        p2 = l2 / span if need_eig else 0.0
-        if need_hlog:
-            plogp = 0.0
-            if p1 > 0.0:
-                plogp += p1 * math.log(p1)
-            if p2 > 0.0:
-                plogp += p2 * math.log(p2)
-            h = min(max(-plogp * inv_ln2, 0.0), 1.0)
-        if need_t:
-            t = 0.5 * math.atan2(2.0 * math.sqrt(cabs2), a - b)
-        g0 = a + b
-        m = sin2chi = 0.0
-        if need_mchi:
-            g1, g2, g3 = a - b, 2.0 * cre, -2.0 * cim
-            pol = math.sqrt(g1 * g1 + g2 * g2 + g3 * g3)
-            m = min(max(pol / g0, 0.0), 1.0)
-            sin2chi = min(max(g3 / pol, -1.0), 1.0) if pol > 0.0 else 0.0
-        for k in range(nf):
-            code = codes[k]
-            if code == _VV_DB:
-                v = 10.0 * math.log10(a)
-            elif code == _VH_DB:
-                v = 10.0 * math.log10(b)
-            elif code == _CROSS_RATIO:
-                v = 10.0 * math.log10(b / a)
-            elif code == _ENTROPY:
-                v = h
-            elif code == _ANISOTROPY:
-                v = (p1 - p2) / (p1 + p2)
-            elif code == _ALPHA:
-                v = math.degrees(p1 * t + p2 * (0.5 * math.pi - t))
-            elif code == _MCHI_S:
-                v = math.sqrt(m * g0 * (1.0 - sin2chi) / 2.0)
-            elif code == _MCHI_D:
-                v = math.sqrt(m * g0 * (1.0 + sin2chi) / 2.0)
-            elif code == _MCHI_V:
-                v = math.sqrt(g0 * (1.0 - m))
-            elif code == _DPRVI:
-                dp_m = math.sqrt(min(max(1.0 - 4.0 * l1 * l2 / (span * span), 0.0), 1.0))
-                v = 1.0 - dp_m * (l1 / span)
-            else:  # _RVI
-                v = 4.0 * b / g0
-            out[k, p] = v
+        o = out[k, start:stop]
+        if code == _VV_DB:
+            _scaled_feature(lna, _DB, nan, o)
+        elif code == _VH_DB:
+            _scaled_feature(lnb, _DB, nan, o)
+        elif code == _CROSS_RATIO:
+            _cross_ratio_feature(lna, lnb, nan, o)
+        elif code == _ENTROPY:
+            _entropy_feature(p1, p2, nan, o)
+        elif code == _ANISOTROPY:
+            _anisotropy_feature(p1, p2, nan, o)
+        elif code == _ALPHA:
+            _alpha_feature(a, b, cre, cim, p1, p2, nan, o)
+        elif code == _MCHI_S:
+            _mchi_bounce_feature(a, b, m, sin2chi, -1.0, nan, o)
+        elif code == _MCHI_D:
+            _mchi_bounce_feature(a, b, m, sin2chi, 1.0, nan, o)
+        elif code == _MCHI_V:
+            _mchi_volume_feature(a, b, m, nan, o)
+        elif code == _DPRVI:
+            _dprvi_feature(l1, l2, p1, nan, o)
+        else:
+            _rvi_feature(a, b, nan, o)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _prepare_block(c11, c22, c12, a, b, cre, cim, nan, l1, l2, p1, p2) -> None:
+    """C2 as float64 with invalid pixels (:func:`valid_c2`) replaced by the identity, ``nan`` = 0 or NaN
+    (added to every feature), the clamped eigenvalues of :func:`eigen_c2` and p_i = l_i / (l1 + l2)."""
+    for j in range(c11.shape[0]):
+        x = np.float64(c11[j])
+        y = np.float64(c22[j])
+        zr = np.float64(c12[j].real)
+        zi = np.float64(c12[j].imag)
+        ok = (x > 0.0) & (y > 0.0) & math.isfinite(x) & math.isfinite(y) & math.isfinite(zr) & math.isfinite(zi)
+        x = x if ok else 1.0
+        y = y if ok else 1.0
+        zr = zr if ok else 0.0
+        zi = zi if ok else 0.0
+        a[j] = x
+        b[j] = y
+        cre[j] = zr
+        cim[j] = zi
+        nan[j] = 0.0 if ok else np.nan
+        half_trace = 0.5 * (x + y)
+        d = math.sqrt(0.25 * (x - y) * (x - y) + (zr * zr + zi * zi))
+        e1 = half_trace + d
+        e2 = max(half_trace - d, 0.0)
+        l1[j] = e1
+        l2[j] = e2
+        p1[j] = e1 / (e1 + e2)
+        p2[j] = e2 / (e1 + e2)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _ln_block(a, b, lna, lnb) -> None:
+    """ln C11 and ln C22 (:func:`_ln`)."""
+    for j in range(a.shape[0]):
+        lna[j] = _ln(a[j])
+        lnb[j] = _ln(b[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _scaled_feature(x, scale, nan, out) -> None:
+    """sigma0 in dB, 10 log10 C = _DB ln C (:func:`vv_db`, :func:`vh_db`)."""
+    for j in range(x.shape[0]):
+        out[j] = np.float32(scale * x[j] + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _cross_ratio_feature(lna, lnb, nan, out) -> None:
+    """10 log10(C22 / C11) = _DB (ln C22 - ln C11) (:func:`cross_ratio`)."""
+    for j in range(lna.shape[0]):
+        out[j] = np.float32(_DB * (lnb[j] - lna[j]) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _entropy_feature(p1, p2, nan, out) -> None:
+    """H = -(p1 log2 p1 + p2 log2 p2) clipped to [0, 1], 0 log 0 = 0 (:func:`h_a_alpha`, thesis Eq. 3-1)."""
+    for j in range(p1.shape[0]):
+        q1 = p1[j]
+        q2 = p2[j]
+        plogp = q1 * _ln(q1) + (q2 * _ln(q2) if q2 > 0.0 else 0.0)
+        out[j] = np.float32(min(max(-plogp / _LN2, 0.0), 1.0) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _anisotropy_feature(p1, p2, nan, out) -> None:
+    """A = (p1 - p2) / (p1 + p2) (:func:`h_a_alpha`)."""
+    for j in range(p1.shape[0]):
+        out[j] = np.float32((p1[j] - p2[j]) / (p1[j] + p2[j]) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _alpha_feature(a, b, cre, cim, p1, p2, nan, out) -> None:
+    """alpha = p1 t + p2 (90 deg - t), t = atan2(2 |C12|, C11 - C22) / 2 (:func:`h_a_alpha`, thesis Eq. 3-2)."""
+    for j in range(a.shape[0]):
+        t = 0.5 * _atan2(2.0 * math.sqrt(cre[j] * cre[j] + cim[j] * cim[j]), a[j] - b[j])
+        out[j] = np.float32(math.degrees(p1[j] * t + p2[j] * (0.5 * math.pi - t)) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _mchi_block(a, b, cre, cim, m, sin2chi) -> None:
+    """Degree of polarisation m = |g1, g2, g3| / g0 and sin 2chi = g3 / (m g0) of :func:`m_chi` (Eq. 3-3, 3-4)."""
+    for j in range(a.shape[0]):
+        g0 = a[j] + b[j]
+        g1 = a[j] - b[j]
+        g2 = 2.0 * cre[j]
+        g3 = -2.0 * cim[j]
+        pol = math.sqrt(g1 * g1 + g2 * g2 + g3 * g3)
+        m[j] = min(max(pol / g0, 0.0), 1.0)
+        sin2chi[j] = min(max(g3 / pol, -1.0), 1.0) if pol > 0.0 else 0.0
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _mchi_bounce_feature(a, b, m, sin2chi, sign, nan, out) -> None:
+    """sqrt(m g0 (1 + sign sin 2chi) / 2): single bounce for sign -1, double for +1 (:func:`m_chi`, Eq. 3-5, 3-6)."""
+    for j in range(a.shape[0]):
+        out[j] = np.float32(math.sqrt(m[j] * (a[j] + b[j]) * (1.0 + sign * sin2chi[j]) / 2.0) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _mchi_volume_feature(a, b, m, nan, out) -> None:
+    """Volume scattering sqrt(g0 (1 - m)) (:func:`m_chi`, Eq. 3-7)."""
+    for j in range(a.shape[0]):
+        out[j] = np.float32(math.sqrt((a[j] + b[j]) * (1.0 - m[j])) + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _dprvi_feature(l1, l2, p1, nan, out) -> None:
+    """DpRVI = 1 - m beta, m = sqrt(1 - 4 l1 l2 / (l1 + l2)^2), beta = p1 (:func:`dprvi`, Eq. 3-8 to 3-11)."""
+    for j in range(l1.shape[0]):
+        span = l1[j] + l2[j]
+        dop = math.sqrt(min(max(1.0 - 4.0 * l1[j] * l2[j] / (span * span), 0.0), 1.0))
+        out[j] = np.float32(1.0 - dop * p1[j] + nan[j])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _rvi_feature(a, b, nan, out) -> None:
+    """RVI = 4 C22 / (C11 + C22) (:func:`rvi`)."""
+    for j in range(a.shape[0]):
+        out[j] = np.float32(4.0 * b[j] / (a[j] + b[j]) + nan[j])
 
 
 def quantize(image: ArrayLike, levels: int, vmin: float, vmax: float) -> np.ndarray:

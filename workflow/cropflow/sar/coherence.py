@@ -4,9 +4,9 @@ gamma = |sum_w s1 s2*| / sqrt(sum_w |s1|^2 sum_w |s2|^2)  (e.g. Touzi et al. 199
 (azimuth x range) boxcar computed from cumulative sums (summed-area tables), so the cost per pixel does not
 depend on the window size.
 
-:func:`coherence` runs a single-pass numba kernel (running window sums in float64, NaN-masked, rows split
-between threads); :func:`coherence_reference` is the plain-numpy summed-area implementation it is tested
-against.
+:func:`coherence` runs a single-pass numba kernel (float64 window sums, NaN-masked, blocks of rows split
+between the numba threads); :func:`coherence_reference` is the plain-numpy summed-area implementation it is
+tested against.
 """
 
 from __future__ import annotations
@@ -75,118 +75,168 @@ def coherence(
     valid sample gives NaN. Returns |gamma| as float32, or the complex gamma (complex64) with
     ``complex_output``.
 
-    One pass of a numba kernel: per block of rows, running column sums over the azimuth window are updated
-    by the row entering and the row leaving it, then a running sum along each row over the range window
-    gives the boxcar; float64 accumulators, cost O(1) per pixel for any window. Matches
+    One pass of a numba kernel over blocks of rows, one block per thread (``numba.get_num_threads()``, so
+    ``numba.set_num_threads`` / ``NUMBA_NUM_THREADS`` of the caller apply): per output row, the column sums
+    over the azimuth window are updated by the row entering and the row leaving it (:func:`_column_update`),
+    then prefix sums along the row give the range boxcar as a difference (:func:`_prefix_sums`,
+    :func:`_coherence_magnitude`). float64 accumulators, cost O(1) per pixel for any window. Matches
     :func:`coherence_reference` within float32 rounding."""
     s1, s2 = _check_inputs(s1, s2, flat_phase)
     wa, wr = (int(w) for w in window)
     if wa < 1 or wr < 1:
         raise ValueError(f"window must be positive, got {window}")
+    if flat_phase is not None:
+        s2 = _remove_phase(s2, flat_phase)
     # two compiled variants only: complex64 images stay as they are, anything else becomes complex128
     kind = np.complex64 if s1.dtype == np.complex64 and s2.dtype == np.complex64 else np.complex128
+    real = np.float32 if kind == np.complex64 else np.float64
     a = np.ascontiguousarray(s1, dtype=kind)
     b = np.ascontiguousarray(s2, dtype=kind)
-    use_phase = flat_phase is not None
-    phase = (np.ascontiguousarray(flat_phase, dtype=np.float64) if use_phase else np.zeros((1, 1)))
     h, w = a.shape
     if complex_output:
         out_abs, out_cplx = np.empty((0, 0), np.float32), np.empty((h, w), np.complex64)
     else:
         out_abs, out_cplx = np.empty((h, w), np.float32), np.empty((0, 0), np.complex64)
     if h and w:
-        nchunks = min(h, 4 * numba.get_num_threads())
-        _coherence_kernel(a, b, phase, use_phase, wa, wr, complex_output, out_abs, out_cplx, nchunks)
+        nan_row = np.full(2 * w, np.nan, dtype=real)
+        blocks = min(h, numba.get_num_threads())
+        _coherence_kernel(a.view(real), b.view(real), nan_row, wa, wr, complex_output, out_abs, out_cplx, blocks)
     return out_cplx if complex_output else out_abs
 
 
-@numba.njit(cache=True, inline="always")
-def _products(s1, s2, phase, use_phase, r, j):
-    """(Re a b*, Im a b*, |a|^2, |b|^2, valid) of pixel (r, j), all zero where either sample is not finite."""
-    x = s1[r, j]
-    y = s2[r, j]
-    ar, ai = np.float64(x.real), np.float64(x.imag)
-    br, bi = np.float64(y.real), np.float64(y.imag)
-    if use_phase:
-        cp, sp = math.cos(phase[r, j]), math.sin(phase[r, j])
-        br, bi = br * cp + bi * sp, bi * cp - br * sp
-    ok = (ar - ar == 0.0) & (ai - ai == 0.0) & (br - br == 0.0) & (bi - bi == 0.0)  # all finite
-    ar = ar if ok else 0.0
-    ai = ai if ok else 0.0
-    br = br if ok else 0.0
-    bi = bi if ok else 0.0
-    return ar * br + ai * bi, ai * br - ar * bi, ar * ar + ai * ai, br * br + bi * bi, 1.0 if ok else 0.0
+def _remove_phase(s2: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """s2 exp(-j phi) as complex128, the flat-earth/topographic phase compensation of :func:`coherence`."""
+    b = np.ascontiguousarray(s2, dtype=np.complex128)
+    out = np.empty_like(b)
+    _rotate(b, np.ascontiguousarray(phase, dtype=np.float64), out)
+    return out
 
 
-@numba.njit(cache=True, inline="always")
-def _update_columns(s1, s2, phase, use_phase, enter, leave, sums):
-    """Column sums over the azimuth window: add image row ``enter`` and subtract row ``leave`` (-1: none)."""
-    for j in range(s1.shape[1]):
-        if enter >= 0:
-            p0, p1, p2, p3, p4 = _products(s1, s2, phase, use_phase, enter, j)
-            sums[0, j] += p0
-            sums[1, j] += p1
-            sums[2, j] += p2
-            sums[3, j] += p3
-            sums[4, j] += p4
-        if leave >= 0:
-            p0, p1, p2, p3, p4 = _products(s1, s2, phase, use_phase, leave, j)
-            sums[0, j] -= p0
-            sums[1, j] -= p1
-            sums[2, j] -= p2
-            sums[3, j] -= p3
-            sums[4, j] -= p4
+_FASTMATH = {"contract"}  # fused multiply-add only: NaN/inf semantics and summation order are kept
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _rotate(s2: np.ndarray, phase: np.ndarray, out: np.ndarray) -> None:
+    """out = s2 (cos phi - j sin phi), rows split between threads."""
+    for i in numba.prange(s2.shape[0]):
+        for j in range(s2.shape[1]):
+            c, s = math.cos(phase[i, j]), math.sin(phase[i, j])
+            z = s2[i, j]
+            out[i, j] = complex(z.real * c + z.imag * s, z.imag * c - z.real * s)
 
 
 @numba.njit(parallel=True, cache=True)
-def _coherence_kernel(s1, s2, phase, use_phase, wa, wr, complex_output, out_abs, out_cplx, nchunks):
-    h, w = s1.shape
+def _coherence_kernel(x, y, nan_row, wa, wr, complex_output, out_abs, out_cplx, blocks):
+    """Coherence of the images ``x``, ``y`` (complex rows viewed as interleaved re, im) over ``blocks``
+    blocks of rows, one per thread; see :func:`_coherence_rows`."""
+    h = x.shape[0]
+    rows = (h + blocks - 1) // blocks
+    for k in numba.prange(blocks):
+        r0 = k * rows
+        r1 = min(h, r0 + rows)
+        if r0 < r1:
+            _coherence_rows(x, y, nan_row, wa, wr, r0, r1, complex_output, out_abs, out_cplx)
+
+
+@numba.njit(cache=True)
+def _coherence_rows(x, y, nan_row, wa, wr, r0, r1, complex_output, out_abs, out_cplx):
+    """Output rows r0..r1-1 of :func:`coherence`.
+
+    ``col[c, k]`` holds the sum over the azimuth window of the products c = (Re x y*, Im x y*, |x|^2,
+    |y|^2) in image column k - br - 1 (zero outside the image), ``cnt[k]`` the number of valid samples in
+    it. Per output row the row entering the window is added and the row leaving it subtracted; then with
+    the inclusive prefix sums P along the row the boxcar of column j is P[j + wr] - P[j] (as in
+    :func:`box_sum`): a window whose columns hold no valid sample, or only zeros, sums to exactly zero."""
+    h = x.shape[0]
+    w = x.shape[1] // 2
     ba, br = wa // 2, wr // 2
-    chunk = (h + nchunks - 1) // nchunks
-    for k in numba.prange(nchunks):
-        r0 = k * chunk
-        r1 = min(h, r0 + chunk)
-        if r0 >= r1:
-            continue
-        sums = np.zeros((5, w))  # column sums of the 5 products over the azimuth window
-        cum = np.zeros((5, w + wr))  # their summed-area table along the row, padded as in box_sum
-        for r in range(max(0, r0 - ba), min(h, r0 - ba + wa)):
-            _update_columns(s1, s2, phase, use_phase, r, -1, sums)
-        for i in range(r0, r1):
-            if i > r0:
-                enter = i - ba + wa - 1
-                leave = i - ba - 1
-                _update_columns(s1, s2, phase, use_phase, enter if enter < h else -1, leave, sums)
-            a0 = a1 = a2 = a3 = a4 = 0.0  # five independent running sums, interleaved
-            for j in range(w):
-                a0 += sums[0, j]
-                a1 += sums[1, j]
-                a2 += sums[2, j]
-                a3 += sums[3, j]
-                a4 += sums[4, j]
-                cum[0, br + 1 + j] = a0
-                cum[1, br + 1 + j] = a1
-                cum[2, br + 1 + j] = a2
-                cum[3, br + 1 + j] = a3
-                cum[4, br + 1 + j] = a4
-            for j in range(br + 1 + w, w + wr):
-                cum[0, j] = a0
-                cum[1, j] = a1
-                cum[2, j] = a2
-                cum[3, j] = a3
-                cum[4, j] = a4
-            for j in range(w):
-                nre = cum[0, j + wr] - cum[0, j]
-                nim = cum[1, j + wr] - cum[1, j]
-                pp = (cum[2, j + wr] - cum[2, j]) * (cum[3, j + wr] - cum[3, j])
-                cnt = cum[4, j + wr] - cum[4, j]
-                ok = (cnt > 0.5) & (pp > 0.0)
-                if complex_output:
-                    den = math.sqrt(pp) if ok else 1.0
-                    out_cplx[i, j] = complex(nre / den, nim / den) if ok else complex(np.nan, 0.0)
-                else:
-                    g = math.sqrt((nre * nre + nim * nim) / pp) if ok else np.nan
-                    out_abs[i, j] = min(g, 1.0) if ok else np.nan
+    col = np.zeros((4, w + wr))
+    cnt = np.zeros(w + wr, np.int32)
+    inner = slice(br + 1, br + 1 + w)
+    c0, c1, c2, c3, cn = col[0, inner], col[1, inner], col[2, inner], col[3, inner], cnt[inner]
+    prefix = np.empty((4, w + wr))
+    for r in range(max(0, r0 - ba), min(h, r0 - ba + wa)):
+        _column_update(x[r], y[r], nan_row, nan_row, c0, c1, c2, c3, cn)
+    for i in range(r0, r1):
+        if i > r0:
+            enter = i - ba + wa - 1
+            leave = i - ba - 1
+            xe, ye = (x[enter], y[enter]) if enter < h else (nan_row, nan_row)
+            xl, yl = (x[leave], y[leave]) if leave >= 0 else (nan_row, nan_row)
+            _column_update(xe, ye, xl, yl, c0, c1, c2, c3, cn)
+        _prefix_sums(col[0], col[1], col[2], col[3], prefix[0], prefix[1], prefix[2], prefix[3])
+        hi, lo = slice(wr, wr + w), slice(0, w)
+        if complex_output:
+            _complex_coherence(prefix[0, hi], prefix[1, hi], prefix[2, hi], prefix[3, hi],
+                               prefix[0, lo], prefix[1, lo], prefix[2, lo], prefix[3, lo], out_cplx[i])
+        else:
+            _coherence_magnitude(prefix[0, hi], prefix[1, hi], prefix[2, hi], prefix[3, hi],
+                                 prefix[0, lo], prefix[1, lo], prefix[2, lo], prefix[3, lo], out_abs[i])
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _column_update(xe, ye, xl, yl, c0, c1, c2, c3, cn) -> None:
+    """c <- (c + p(xe, ye)) - p(xl, yl) per column, p = (Re x y*, Im x y*, |x|^2, |y|^2) in float64, and cn
+    += the change of the valid count. A sample whose four components are not all finite contributes
+    nothing; a column left without valid samples is reset to exactly zero (no rounding residue)."""
+    for j in range(c0.shape[0]):
+        ar, ai = np.float64(xe[2 * j]), np.float64(xe[2 * j + 1])
+        br, bi = np.float64(ye[2 * j]), np.float64(ye[2 * j + 1])
+        t = ar + ai + br + bi
+        ok = t - t == 0.0
+        cr, ci = np.float64(xl[2 * j]), np.float64(xl[2 * j + 1])
+        dr, di = np.float64(yl[2 * j]), np.float64(yl[2 * j + 1])
+        u = cr + ci + dr + di
+        ok_l = u - u == 0.0
+        n = cn[j] + np.int32(ok) - np.int32(ok_l)
+        cn[j] = n
+        v0 = (c0[j] + (ar * br + ai * bi if ok else 0.0)) - (cr * dr + ci * di if ok_l else 0.0)
+        v1 = (c1[j] + (ai * br - ar * bi if ok else 0.0)) - (ci * dr - cr * di if ok_l else 0.0)
+        v2 = (c2[j] + (ar * ar + ai * ai if ok else 0.0)) - (cr * cr + ci * ci if ok_l else 0.0)
+        v3 = (c3[j] + (br * br + bi * bi if ok else 0.0)) - (dr * dr + di * di if ok_l else 0.0)
+        c0[j] = v0 if n > 0 else 0.0
+        c1[j] = v1 if n > 0 else 0.0
+        c2[j] = v2 if n > 0 else 0.0
+        c3[j] = v3 if n > 0 else 0.0
+
+
+@numba.njit(cache=True)
+def _prefix_sums(c0, c1, c2, c3, p0, p1, p2, p3) -> None:
+    """Inclusive prefix sums along the row, P[k] = P[k-1] + c[k] (summed-area table in range)."""
+    s0 = s1 = s2 = s3 = 0.0
+    for k in range(c0.shape[0]):
+        s0 += c0[k]
+        s1 += c1[k]
+        s2 += c2[k]
+        s3 += c3[k]
+        p0[k] = s0
+        p1[k] = s1
+        p2[k] = s2
+        p3[k] = s3
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _coherence_magnitude(h0, h1, h2, h3, l0, l1, l2, l3, out) -> None:
+    """|gamma| = sqrt((N_re^2 + N_im^2) / (P1 P2)) clipped to 1 from the window sums S = h - l (Eq. 2),
+    NaN where P1 P2 is not positive (exactly zero for a window without valid samples)."""
+    for j in range(out.shape[0]):
+        n_re = h0[j] - l0[j]
+        n_im = h1[j] - l1[j]
+        pp = (h2[j] - l2[j]) * (h3[j] - l3[j])
+        ok = pp > 0.0
+        g = math.sqrt(np.float32((n_re * n_re + n_im * n_im) / pp if ok else 0.0))
+        out[j] = min(g, np.float32(1.0)) if ok else np.float32(np.nan)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+def _complex_coherence(h0, h1, h2, h3, l0, l1, l2, l3, out) -> None:
+    """gamma = (N_re + j N_im) / sqrt(P1 P2) from the window sums S = h - l (Eq. 2), NaN where P1 P2 is not
+    positive (exactly zero for a window without valid samples)."""
+    for j in range(out.shape[0]):
+        pp = (h2[j] - l2[j]) * (h3[j] - l3[j])
+        ok = pp > 0.0
+        den = math.sqrt(pp) if ok else 1.0
+        out[j] = complex((h0[j] - l0[j]) / den, (h1[j] - l1[j]) / den) if ok else complex(np.nan, 0.0)
 
 
 def coherence_reference(s1: np.ndarray, s2: np.ndarray, window: tuple[int, int] = (3, 10), *,

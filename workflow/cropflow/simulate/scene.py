@@ -71,7 +71,14 @@ from cropflow.simulate.sentinel1 import (
     write_scene,
 )
 from cropflow.simulate.sentinel2 import write_l2a
-from cropflow.simulate.slc import TEMPLATE, dem_sampler, load_template, place_track, simulate_dem, write_track
+from cropflow.simulate.slc import (
+    TEMPLATE,
+    dem_sampler,
+    load_template,
+    place_track,
+    simulate_dem,
+    write_track,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -49,7 +49,12 @@ from scipy import ndimage
 
 from cropflow.atomic import atomic_path
 from cropflow.grid import ProjectGrid, snap_bounds
-from cropflow.sar.geometry import SPEED_OF_LIGHT, Orbit, OrbitInterpolator, lla_to_ecef, orbit_from_annotation
+from cropflow.sar.geometry import (
+    SPEED_OF_LIGHT,
+    Orbit,
+    OrbitInterpolator,
+    orbit_from_annotation,
+)
 from cropflow.sar.slc import SwathAnnotation, read_annotation
 from cropflow.sar.tops import burst_tops, deramp_phase
 from cropflow.simulate.sentinel1 import (
@@ -200,7 +205,7 @@ def rotated_orbit(orbit: Orbit, rotation: float, shift_s: float) -> Orbit:
     return Orbit(orbit.time - dt, orbit.position @ rz.T, orbit.velocity @ rz.T, f"{orbit.source} (moved)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SwathExtent:
     """The part of one template sub-swath a simulated product holds, and where its pixels look."""
 
@@ -223,7 +228,7 @@ class SwathExtent:
         return self.samples[1] - self.samples[0]
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackGeometry:
     """A relative orbit's simulated geometry, shared by all its dates (template clock)."""
 
@@ -302,14 +307,11 @@ def place_track(template: Template, relative_orbit: int, incidence: float, lon: 
         if not inside.any():
             continue
         li, si = np.nonzero(inside)
-        b0 = max(int(lines[li.min()] // ann.lines_per_burst) - 0, 0)
+        b0 = int(lines[li.min()] // ann.lines_per_burst)
         b1 = min(int(lines[li.max()] // ann.lines_per_burst) + 1, len(ann.bursts))
         s0 = max(int(samples[si.min()]) - 100, 0)
         s1 = min(int(samples[si.max()]) + 100, ann.number_of_samples)
-        ext = SwathExtent(st, (b0, b1), (s0, s1), np.empty(0), np.empty(0), np.empty(0), np.empty(0),
-                          np.empty(0), np.empty(0))
-        _fill_lattice(ext, moved, height, grid)
-        swaths[name] = ext
+        swaths[name] = swath_extent(st, (b0, b1), (s0, s1), moved, height, grid)
         logger.info("relative orbit %d %s: bursts %d-%d, samples %d-%d of the template", relative_orbit, name,
                     b0, b1 - 1, s0, s1 - 1)
     if not swaths:
@@ -317,16 +319,16 @@ def place_track(template: Template, relative_orbit: int, incidence: float, lon: 
     return TrackGeometry(relative_orbit, orbit, inc, swaths)
 
 
-def _fill_lattice(ext: SwathExtent, interp: OrbitInterpolator, height: Callable, grid: ProjectGrid) -> None:
-    """Forward-geocode a lattice of the product's lines and samples (every _LATTICE, last line/sample too)."""
-    ann = ext.template.ann
-    off_line = ext.bursts[0] * ann.lines_per_burst
-    lines = np.unique(np.r_[np.arange(0, ext.n_lines, _LATTICE[0]), ext.n_lines - 1])
-    samples = np.unique(np.r_[np.arange(0, ext.n_samples, _LATTICE[1]), ext.n_samples - 1])
-    x, y, lon, lat, h, inc = _forward(interp, ann, lines + off_line, samples + ext.samples[0], height, grid)
-    ext.lattice_lines, ext.lattice_samples = lines, samples
-    ext.lattice_xy, ext.lattice_lonlat = np.stack([x, y]), np.stack([lon, lat])
-    ext.lattice_height, ext.lattice_incidence = h, inc
+def swath_extent(st: SwathTemplate, bursts: tuple[int, int], samples: tuple[int, int], interp: OrbitInterpolator,
+                 height: Callable, grid: ProjectGrid) -> SwathExtent:
+    """The extent with its forward-geocoded lattice (every _LATTICE lines and samples, and the last ones)."""
+    ann = st.ann
+    n_lines, n_samples = (bursts[1] - bursts[0]) * ann.lines_per_burst, samples[1] - samples[0]
+    lines = np.unique(np.r_[np.arange(0, n_lines, _LATTICE[0]), n_lines - 1])
+    cols = np.unique(np.r_[np.arange(0, n_samples, _LATTICE[1]), n_samples - 1])
+    x, y, lon, lat, h, inc = _forward(interp, ann, lines + bursts[0] * ann.lines_per_burst, cols + samples[0],
+                                      height, grid)
+    return SwathExtent(st, bursts, samples, lines, cols, np.stack([x, y]), np.stack([lon, lat]), h, inc)
 
 
 def map_index(ext: SwathExtent, lines: np.ndarray, grid: ProjectGrid) -> np.ndarray:
@@ -600,17 +602,14 @@ def component_correlations(land: RadarLandscape, pr) -> dict[str, tuple[np.ndarr
             "built": (land.radar.rho_built, land.radar.phase_built)}
 
 
-@dataclass
-class BurstState:
-    """AR(1) scattering fields of one burst (component x [u, v]), complex64 (lines, samples) each."""
-
-    fields: dict[tuple[str, str], np.ndarray]
+#: AR(1) scattering fields of one burst: (component, "u" | "v") -> complex64 (lines, samples)
+BurstState = dict[tuple[str, str], np.ndarray]
 
 
 def simulate_burst(index: np.ndarray, land: RadarLandscape, scene: RadarScene, prev_scene: RadarScene | None,
                    state: BurstState | None, rng: np.random.Generator, incidence: float
                    ) -> tuple[np.ndarray, np.ndarray, BurstState]:
-    """Calibrated complex VV and VH (lines, samples) of one burst on one date, and the updated fields.
+    """Complex VV and VH amplitudes (|.|^2 = sigma0) of one burst on one date, and the updated fields.
 
     VV = sum_k sqrt(P_k,VV) u_k + n_VV, VH = sum_k sqrt(P_k,VH) (conj(c_k) u_k + sqrt(1 - |c_k|^2) v_k) + n_VH
     with c_k = rho_k exp(j phi_k), so <VV VH*> = sum_k c_k sqrt(P_k,VV P_k,VH) (the model's C12); u_k, v_k are
@@ -637,7 +636,7 @@ def simulate_burst(index: np.ndarray, land: RadarLandscape, scene: RadarScene, p
                 z = w
             else:
                 g = gammas[name].astype(np.float32)[parcel]
-                z = g * state.fields[(name, part)] + np.sqrt(1.0 - g * g) * w
+                z = g * state[(name, part)] + np.sqrt(1.0 - g * g) * w
             fields[(name, part)] = z.astype(np.complex64)
         p_vv = getattr(comp, f"{name}_vv")
         p_vh = getattr(comp, f"{name}_vh")
@@ -647,7 +646,7 @@ def simulate_burst(index: np.ndarray, land: RadarLandscape, scene: RadarScene, p
     noise = np.float32(math.sqrt(NOISE_FLOOR))
     vv += noise * _complex_normal(rng, shape)
     vh += noise * _complex_normal(rng, shape)
-    return vv, vh, BurstState(fields)
+    return vv, vh, fields
 
 
 @dataclass(frozen=True)
@@ -780,8 +779,7 @@ def _footprint(product: _Product) -> np.ndarray:
             pts.append((float(p.findtext("longitude")), float(p.findtext("latitude")), int(p.findtext("line")),
                         int(p.findtext("pixel"))))
     a = np.array(pts)
-    lines, pixels = a[:, 2], a[:, 3]
-    first, last = lines == lines.min(), lines == lines.max()
+    first, last = a[:, 2] == a[:, 2].min(), a[:, 2] == a[:, 2].max()
 
     def pick(sel: np.ndarray, far: bool) -> tuple[float, float]:
         cand = a[sel]
@@ -789,7 +787,6 @@ def _footprint(product: _Product) -> np.ndarray:
         i = int(np.argmin(lon) if far else np.argmax(lon))  # descending right-looking: far range is west
         return float(cand[i, 0]), float(cand[i, 1])
 
-    del pixels
     return np.array([pick(last, False), pick(last, True), pick(first, True), pick(first, False)])
 
 
@@ -826,7 +823,9 @@ def write_track(out: str | Path, template: Template, geometry: TrackGeometry, sc
                         product.writers[(swath, pol)].write(dn, 1, window=Window(0, k * lpb, ext.n_samples, lpb))
                 logger.info("relative orbit %d %s burst %d/%d: %d dates", geometry.relative_orbit, swath, k + 1,
                             ext.bursts[1] - ext.bursts[0], len(products))
-        return [(_finish_product(p, template, geometry, out), p.scene)[1] for p in products]
+        for p in products:
+            _finish_product(p, template, geometry, out)
+        return [p.scene for p in products]
     finally:
         for p in products:
             if p.staging.exists():
