@@ -42,7 +42,20 @@ def as_json(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+def s1_engine_input(scene):
+    """What an S1 engine job reads for one scene: the product, or for the native engine the SAFE folder that
+    rule s1_extract makes of a zip (a temporary output, deleted once its scene and pair jobs are done)."""
+    path = scene_path(PLAN.s1_scenes, "scene", scene)
+    if config["s1"]["engine"] == "native" and path.endswith(".zip"):
+        return f"{config['s1']['native']['workdir']}/{scene}.SAFE"
+    return path
+
+
 def get_s1_scene_input(wildcards):
+    return s1_engine_input(wildcards.scene)
+
+
+def get_s1_zip(wildcards):
     return scene_path(PLAN.s1_scenes, "scene", wildcards.scene)
 
 
@@ -52,10 +65,7 @@ def get_s1_pair_input(wildcards):
 
 def get_s1_pair_products(wildcards):
     pair = PLAN.s1_pairs.loc[PLAN.s1_pairs["pair"] == wildcards.pair].iloc[0]
-    return {
-        "reference": scene_path(PLAN.s1_scenes, "scene", pair["reference"]),
-        "secondary": scene_path(PLAN.s1_scenes, "scene", pair["secondary"]),
-    }
+    return {"reference": s1_engine_input(pair["reference"]), "secondary": s1_engine_input(pair["secondary"])}
 
 
 def get_s2_input(wildcards):

@@ -1,6 +1,20 @@
 # Sentinel-1 IW SLC products through the native or the SNAP engine (s1.engine): C2 per scene, coherence per
 # consecutive same-track pair, both on the project grid (the S1 seam). The SNAP engine writes its graph XML
-# next to each output.
+# next to each output. The native engine reads SAFE folders: zips are extracted by s1_extract into
+# s1.native.workdir as temporary outputs, removed as soon as the scene's C2 and pair jobs are done.
+
+
+rule s1_extract:
+    input:
+        get_s1_zip,
+    output:
+        temp(directory(os.path.join(config["s1"]["native"]["workdir"], "{scene}.SAFE"))),
+    log:
+        "logs/s1_extract/{scene}.log",
+    conda:
+        "../envs/sar.yaml"
+    shell:
+        "python -m cropflow s1-extract --product {input} --out {output} > {log} 2>&1"
 
 
 rule s1_scene:

@@ -46,3 +46,14 @@ def test_bad_input_is_reported_with_the_file_and_exit_code_1(tmp_path, caplog):
     assert rc == 1
     assert "missing.json" in caplog.text
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_s1_extract_writes_the_safe_and_rejects_a_zip_named_after_another_product(tmp_path, caplog):
+    zips = list((REPO / "resources" / "s1").glob("*.zip"))
+    name = zips[0].name.removesuffix(".zip")
+    out = tmp_path / "safe" / f"{name}.SAFE"
+    assert cli.main(["s1-extract", "--product", str(zips[0]), "--out", str(out)]) == 0
+    assert (out / "manifest.safe").is_file()
+    wrong = tmp_path / "safe" / "S1B_IW_SLC__1SDV_20210413T052622_20210413T052650_026444_032297_0000.SAFE"
+    assert cli.main(["s1-extract", "--product", str(zips[0]), "--out", str(wrong)]) == 1
+    assert "rename the zip" in caplog.text and not wrong.exists()

@@ -225,6 +225,17 @@ def _s1_scene(a):
     scene_c2(a.product, grid, a.out, NativeOptions.from_config(a.settings.get("native", {})))
 
 
+@command("s1-extract", "extract an IW SLC SAFE zip to the folder OUT (<scene>.SAFE) for the native engine",
+         _required("product", "out"))
+def _s1_extract(a):
+    from pathlib import Path
+
+    from cropflow.sar.slc import extract_safe
+
+    out = Path(a.out)
+    extract_safe(a.product, out.parent, expected=out.name)
+
+
 def _s1_pair_args(p):
     _s1_engine_args(p)
     _required("reference", "secondary", "pair")(p)

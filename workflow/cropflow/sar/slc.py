@@ -171,11 +171,12 @@ def read_annotation(path: str | os.PathLike) -> SwathAnnotation:
 # --------------------------------------------------------------------------------------------- SAFE / zip
 
 
-def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike) -> Path:
+def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike, expected: str | None = None) -> Path:
     """Return the ``.SAFE`` folder of ``product``: the folder itself, or the zip extracted under ``workdir``.
 
     Extraction goes to a temporary folder renamed into place, so an interrupted run leaves no partial SAFE;
-    an already extracted product is reused. A truncated or corrupt zip raises ValueError."""
+    an already extracted product is reused. A truncated or corrupt zip, or one whose SAFE folder is not named
+    ``expected`` (when given), raises ValueError."""
     product = Path(product)
     if not product.exists():
         raise FileNotFoundError(f"Sentinel-1 product {product} does not exist")
@@ -190,6 +191,9 @@ def extract_safe(product: str | os.PathLike, workdir: str | os.PathLike) -> Path
             if len(names) != 1:
                 raise ValueError(f"{product}: expected one <name>.SAFE/manifest.safe in the zip, found {len(names)}")
             safe_name = names[0].split("/")[-2]
+            if expected is not None and safe_name != expected:
+                raise ValueError(f"{product} holds {safe_name}, not {expected}: a Sentinel-1 zip must be named after"
+                                 " the SAFE folder it contains (<name>.zip holding <name>.SAFE); rename the zip")
             target = workdir / safe_name
             if (target / "manifest.safe").is_file():
                 return target
