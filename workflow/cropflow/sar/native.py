@@ -31,11 +31,11 @@ from cropflow.s1 import parse_scene_id
 from cropflow.sar.coherence import coherence
 from cropflow.sar.geometry import RadarCoordinates, geocode_swath, radar_to_grid
 from cropflow.sar.slc import (
-    calibrate_sigma0,
+    calibration_lut,
     extract_safe,
     list_swath_polarisations,
     open_metadata,
-    open_swath,
+    read_window,
     swath_annotation,
 )
 from cropflow.sar.speckle import multilook, refined_lee
@@ -128,8 +128,10 @@ def _valid_samples(safe: Path, swath: str, pol: str, lines: slice, samples: slic
 
 def _read_sigma0(safe: Path, swath: str, pol: str, lines: slice, samples: slice) -> np.ndarray:
     """Complex sigma0 amplitude of a radar window; samples outside the bursts' valid limits are NaN."""
-    dn = open_swath(safe, swath, pol)["measurement"].isel(line=lines, pixel=samples).load()
-    cal = calibrate_sigma0(dn, open_metadata(safe, swath, pol, "calibration")).values.astype(np.complex64)
+    dn = read_window(safe, swath, pol, lines, samples)
+    lut = calibration_lut(open_metadata(safe, swath, pol, "calibration"), np.arange(lines.start, lines.stop),
+                          np.arange(samples.start, samples.stop)).values
+    cal = (dn / lut).astype(np.complex64)  # sigma0 amplitude DN / A_sigma (ESA-EOPG-CSCOP-TN-0002 Eq. 1)
     return np.where(_valid_samples(safe, swath, pol, lines, samples), cal, np.complex64(np.nan + 1j * np.nan))
 
 
@@ -187,7 +189,7 @@ def _deramped_on_grid(safe: Path, swath: str, pol: str, rc: RadarCoordinates, wi
                       wavelength: float) -> np.ndarray:
     """One date's deramped SLC interpolated at the map pixels, with its geometric phase 4 pi R / lambda removed."""
     lines, samples = window
-    dn = open_swath(safe, swath, pol)["measurement"].isel(line=lines, pixel=samples).load().values
+    dn = read_window(safe, swath, pol, lines, samples)
     slc = np.where(_valid_samples(safe, swath, pol, lines, samples), dn.astype(np.complex64), np.nan)
     ann = swath_annotation(safe, swath, pol)
     line_idx = np.arange(lines.start, lines.stop)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.errors
+import rasterio.windows
 import xarray as xr
 from xarray_sentinel import sentinel1 as xs1
 
@@ -251,6 +252,16 @@ def open_swath(safe: str | os.PathLike, swath: str, polarisation: str) -> xr.Dat
     safe = Path(safe)
     _swath_files(safe, swath, polarisation)
     return xr.open_dataset(safe, engine="sentinel-1", group=f"{swath.upper()}/{polarisation.upper()}")
+
+
+def read_window(safe: str | os.PathLike, swath: str, polarisation: str, lines: slice, samples: slice) -> np.ndarray:
+    """Complex DN (complex64) of a (lines, samples) window of one swath's measurement TIFF: a windowed read
+    of the file, for the engine's hot path (``open_swath`` is the labelled, lazy view of the same pixels)."""
+    _, tiff, _ = _swath_files(Path(safe), swath, polarisation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(tiff) as src:
+            return src.read(1, window=rasterio.windows.Window.from_slices(lines, samples)).astype(np.complex64)
 
 
 def open_metadata(safe: str | os.PathLike, swath: str, polarisation: str, name: str) -> xr.Dataset:
