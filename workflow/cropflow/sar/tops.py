@@ -20,10 +20,13 @@ undoes it. The FM-rate and DC records used for a burst are the ones closest in a
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import xarray as xr
 from xarray_sentinel import sentinel1 as xs1
 
 from cropflow.sar.slc import SwathAnnotation, read_annotation
@@ -83,6 +86,13 @@ def _seconds(t: np.ndarray) -> np.ndarray:
     return (np.asarray(t, dtype="datetime64[ns]") - np.datetime64("2000-01-01", "ns")) / np.timedelta64(1, "s")
 
 
+@functools.lru_cache(maxsize=16)
+def _tops_tables(annotation: Path) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:
+    """Orbit, azimuth FM-rate and Doppler-centroid tables of an annotation, parsed once per file."""
+    return (xs1.open_orbit_dataset(annotation), xs1.open_azimuth_fm_rate_dataset(annotation),
+            xs1.open_dc_estimate_dataset(annotation))
+
+
 def burst_tops(annotation: str | os.PathLike | SwathAnnotation, burst: int) -> BurstTops:
     """Collect the deramping inputs of ``burst`` from an annotation XML: orbit velocity at the burst mid
     time (linear interpolation of the state vectors), the FM-rate and data-DC polynomials nearest in time."""
@@ -91,11 +101,9 @@ def burst_tops(annotation: str | os.PathLike | SwathAnnotation, burst: int) -> B
         raise ValueError(f"{ann.path}: burst {burst} not in 0..{len(ann.bursts) - 1}")
     b = ann.bursts[burst]
     t_mid = _seconds(b.azimuth_time) + 0.5 * (b.lines - 1) * ann.azimuth_time_interval
-    orbit = xs1.open_orbit_dataset(ann.path)
+    orbit, fm, dc = _tops_tables(Path(ann.path).resolve())
     t_orb = _seconds(orbit.azimuth_time.values)
     vel = np.array([np.interp(t_mid, t_orb, orbit.velocity.values[i]) for i in range(3)])
-    fm = xs1.open_azimuth_fm_rate_dataset(ann.path)
-    dc = xs1.open_dc_estimate_dataset(ann.path)
     i_fm = int(np.argmin(np.abs(_seconds(fm.azimuth_time.values) - t_mid)))
     i_dc = int(np.argmin(np.abs(_seconds(dc.azimuth_time.values) - t_mid)))
     return BurstTops(
