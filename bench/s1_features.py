@@ -26,7 +26,7 @@ time is printed too, alone and added to the vectorised transcendentals.
 Measured on the 2-core development VM (numba threads = 2, 2000 x 2000, several runs): ours 155-179 Mpx/s =
 25-28 % of the bound at the usual 39-46 GB/s copy bandwidth (16 % in one run where the 2-thread copy reached
 75 GB/s; the previous kernel: 11-21 Mpx/s, 1.6-3 %), bit-identical to the reference on all 11 features.
-40 % is out of reach for this call on this machine: the fresh output alone runs at 59-66 % of the bound and
+40 % is out of reach for this call on this machine: the fresh output alone runs at 59-68 % of the bound and
 the 12 transcendental calls alone, vectorised, at 47-55 %; one after the other in the same threads they
 allow at most 27-28 % of the bound (printed), and ours is within a few % of that. With libm's scalar
 log/atan2 the transcendentals alone reach only 8-11 % of the bound.
