@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -258,8 +258,8 @@ def select_bands(samples: SampleSet, seed: int, threshold: float = 0.9, max_iter
     for label in kept:
         name, _, band = label.partition("/")
         selected[name].append(band)
-    for name in selected:  # keep each input's band order of the samples
-        selected[name] = [b for b in band_names(samples, name) if b in selected[name]]
+    selected = {name: [b for b in band_names(samples, name) if b in kept_bands]  # the samples' band order
+                for name, kept_bands in selected.items()}
     log.info("band selection: kept %s; dropped %s", kept, dropped)
     return {
         "selected": selected,
