@@ -1,0 +1,99 @@
+"""Conv1D with inception modules (Zhong et al. 2019, "Deep learning based multi-temporal crop classification";
+SCIENCE.md, Models: "Conv1D (Zhong 2019): inception modules of parallel Conv1D + max-pool branches at several kernel
+sizes, softmax").
+
+One branch per input (T, C): a stem Conv1D(filters, stem_kernel, padding="same") -> BatchNorm -> ReLU, then
+``modules`` inception modules. An inception module runs in parallel one Conv1D(filters, k, padding="same") per k in
+``kernel_sizes`` and a MaxPool1D(3, strides=1, padding="same") -> Conv1D(filters, 1) branch; the branch outputs are
+concatenated on the channel axis ((len(kernel_sizes) + 1) * filters channels) -> BatchNorm -> ReLU. The module
+output is averaged over time (global average pooling). The per-input vectors are concatenated, followed by
+Dense(dense, ReLU) named ``"features"`` (the 512-unit representation Conv1D-RF, Yang 2020, feeds to a random
+forest), Dropout and a softmax Dense(n_classes) ``"proba"`` kept in float32 (stable under mixed precision).
+Every weight initialiser and dropout layer gets its own seed derived from ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import count
+
+FAMILY = "keras"
+KIND = "pixel"
+DEFAULTS: dict[str, object] = {
+    "filters": 32,
+    "stem_kernel": 3,
+    "kernel_sizes": [1, 3, 5],
+    "modules": 2,
+    "dense": 512,
+    "dropout": 0.3,
+    # training (cropflow.training)
+    "epochs": 50,
+    "batch_size": 256,
+    "learning_rate": 0.001,
+    "patience": 8,
+    "imbalance": "none",
+    "mixed_precision": False,
+    "weight_decay": 0.0,
+}
+FEATURES_LAYER = "features"
+
+
+def kernel_list(value: object) -> list[int]:
+    """Kernel sizes from a list/tuple of ints or a comma-separated string ("1,3,5"); ValueError when empty or < 1."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not items:
+        raise ValueError(f"conv1d: kernel_sizes must be a non-empty list of positive ints, got {value!r}")
+    sizes = [int(k) for k in items]
+    if min(sizes) < 1:
+        raise ValueError(f"conv1d: kernel_sizes must be positive, got {sizes}")
+    return sizes
+
+
+def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
+    """The (uncompiled) Conv1D-inception keras.Model with one named ``keras.Input`` per input key (sorted order)."""
+    import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
+
+    if not inputs:
+        raise ValueError("conv1d: at least one input is needed")
+    if n_classes < 2:
+        raise ValueError(f"conv1d: n_classes must be at least 2, got {n_classes}")
+    p = {**DEFAULTS, **params}
+    filters, stem_kernel, n_modules = int(p["filters"]), int(p["stem_kernel"]), int(p["modules"])
+    kernels, dense, rate = kernel_list(p["kernel_sizes"]), int(p["dense"]), float(p["dropout"])
+    if filters < 1 or stem_kernel < 1 or n_modules < 0 or dense < 1:
+        raise ValueError(f"conv1d: filters, stem_kernel, dense must be >= 1 and modules >= 0, got {p}")
+    seeds = count(int(seed) * 1000)
+
+    def glorot():
+        return keras.initializers.GlorotUniform(seed=next(seeds))
+
+    def conv(h, width: int, kernel: int, name: str):
+        return keras.layers.Conv1D(width, kernel, padding="same", kernel_initializer=glorot(), name=name)(h)
+
+    def inception(h, prefix: str):
+        branches = [conv(h, filters, k, f"{prefix}_k{k}") for k in kernels]
+        pooled = keras.layers.MaxPooling1D(3, strides=1, padding="same", name=f"{prefix}_pool")(h)
+        branches.append(conv(pooled, filters, 1, f"{prefix}_pool_proj"))
+        h = keras.layers.Concatenate(axis=-1, name=f"{prefix}_concat")(branches)
+        h = keras.layers.BatchNormalization(name=f"{prefix}_bn")(h)
+        return keras.layers.Activation("relu", name=f"{prefix}_relu")(h)
+
+    model_inputs, branches = {}, []
+    for name in sorted(inputs):
+        shape = tuple(int(s) for s in inputs[name])
+        if len(shape) != 2:
+            raise ValueError(f"conv1d: input '{name}' must have a per-sample shape (T, C), got {shape}")
+        inp = keras.Input(shape=shape, name=name)
+        h = conv(inp, filters, stem_kernel, f"{name}_stem")
+        h = keras.layers.BatchNormalization(name=f"{name}_stem_bn")(h)
+        h = keras.layers.Activation("relu", name=f"{name}_stem_relu")(h)
+        for i in range(n_modules):
+            h = inception(h, f"{name}_inception{i}")
+        branches.append(keras.layers.GlobalAveragePooling1D(name=f"{name}_gap")(h))
+        model_inputs[name] = inp
+    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
+    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name=FEATURES_LAYER)(h)
+    h = keras.layers.Dropout(rate, seed=next(seeds), name="dropout")(h)
+    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
+                             name="proba")(h)
+    return keras.Model(inputs=model_inputs, outputs=out, name="conv1d")
