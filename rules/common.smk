@@ -102,10 +102,61 @@ def get_final_outputs():
         "results/report/profiles.png",
     ]
     for model in MODELS:
-        outputs += [
-            f"results/metrics/{model}.json",
-            f"results/metrics/{model}_confusion.png",
-            f"results/maps/{model}/mosaic.tif",
-            f"results/maps/{model}/quicklook.png",
-        ]
+        outputs += [f"results/metrics/{model}.json", f"results/metrics/{model}_confusion.png"]
+        if model_kind(model) == "pixel":
+            outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/quicklook.png"]
+    outputs += get_compared_metrics() + ["results/metrics/comparison.csv"]
+    if config["inseason"]["enabled"]:
+        outputs += [f"results/inseason/{config['inseason']['model']}.csv"]
     return outputs
+
+
+def model_kind(model):
+    from cropflow.models import get_spec
+
+    return get_spec(model).kind
+
+
+def finetuned_model():
+    """The fine-tuned model's name, or None without transfer learning."""
+    if not config["transfer"]["enabled"]:
+        return None
+    meta = Path(config["transfer"]["pretrained"]) / "meta.json"
+    if not meta.is_file():
+        raise ValueError(f"transfer.pretrained: {meta} not found; point it at a trained model bundle folder "
+                         "(results/models/<model> of an earlier run)")
+    return json.loads(meta.read_text())["name"] + "_finetuned"
+
+
+def get_compared_metrics(wildcards=None):
+    """Every metrics JSON of the run: enabled models, the fine-tuned model, the fusion."""
+    names = list(MODELS) + ([finetuned_model()] if config["transfer"]["enabled"] else [])
+    out = [f"results/metrics/{name}.json" for name in names]
+    if config["fusion"]["enabled"]:
+        out.append("results/metrics/fusion.json")
+    return out
+
+
+def get_train_gpus(wildcards):
+    """GPUs a training job asks for: training.gpus for neural networks, none for the random forest."""
+    from cropflow.models import get_spec
+
+    return config["training"]["gpus"] if get_spec(wildcards.model).family == "keras" else 0
+
+
+def check_model_config():
+    """Stop at DAG building on settings that cannot run: patch models without patches, fusion or in-season
+    models that are not enabled."""
+    for model in MODELS:
+        if model_kind(model) == "patch" and not config["samples"]["patches"]:
+            raise ValueError(f"models.enabled: {model} is a patch model; set samples.patches: true")
+    if config["fusion"]["enabled"]:
+        missing = [m for m in [*config["fusion"]["members"], config["fusion"]["fallback"]] if m not in MODELS]
+        if missing:
+            raise ValueError(f"fusion: models {missing} are not in models.enabled; enable them or fix fusion")
+    if config["inseason"]["enabled"] and model_kind(config["inseason"]["model"]) == "patch" \
+            and not config["samples"]["patches"]:
+        raise ValueError(f"inseason.model {config['inseason']['model']} is a patch model; set samples.patches: true")
+
+
+check_model_config()

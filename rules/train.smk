@@ -1,5 +1,9 @@
-# Training (per model) on the train split with early stopping on the validation split, and evaluation on
-# the test split.
+# Training (per model) on the train split with early stopping on the validation split, evaluation on the
+# test split, the comparison table, and the optional experiments: decision fusion, in-season windows and
+# transfer learning (fusion, inseason, transfer in the config).
+
+
+ruleorder: finetune > train
 
 
 rule train:
@@ -14,6 +18,7 @@ rule train:
     threads: 8
     resources:
         mem_mb=8000,
+        gpu=get_train_gpus,
     log:
         "logs/train/{model}.log",
     benchmark:
@@ -22,7 +27,8 @@ rule train:
         "../envs/ml.yaml"
     shell:
         "python -m cropflow train --model {wildcards.model} --train {input.train} --val {input.val}"
-        " --params {params.hyper} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --params {params.hyper} --seed {params.seed} --threads {threads}"
+        " --backup-dir .cropflow/training/{wildcards.model} --out {output} > {log} 2>&1"
 
 
 rule evaluate:
@@ -49,3 +55,117 @@ rule evaluate:
     shell:
         "python -m cropflow evaluate --model-dir {input.model} --test {input.test}"
         " --out-json {output.metrics} --out-png {output.confusion} > {log} 2>&1"
+
+
+rule compare:
+    input:
+        get_compared_metrics,
+    output:
+        table=report(
+            "results/metrics/comparison.csv",
+            caption="../report/comparison.rst",
+            category="Metrics",
+            labels={"model": "all", "figure": "comparison table"},
+        ),
+        figure=report(
+            "results/metrics/comparison.png",
+            caption="../report/comparison.rst",
+            category="Metrics",
+            labels={"model": "all", "figure": "comparison"},
+        ),
+    log:
+        "logs/compare/compare.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow compare --metrics {input} --out-csv {output.table} --out-png {output.figure} > {log} 2>&1"
+
+
+rule fuse:
+    input:
+        members=expand("results/models/{model}", model=config["fusion"]["members"]),
+        fallback=f"results/models/{config['fusion']['fallback']}",
+        val="results/samples/val.zarr",
+        test="results/samples/test.zarr",
+    output:
+        metrics=report(
+            "results/metrics/fusion.json",
+            caption="../report/fusion.rst",
+            category="Metrics",
+            labels={"model": "fusion", "figure": "metrics"},
+        ),
+        confusion=report(
+            "results/metrics/fusion_confusion.png",
+            caption="../report/fusion.rst",
+            category="Metrics",
+            labels={"model": "fusion", "figure": "confusion matrix"},
+        ),
+    params:
+        alphas=lambda wildcards: " ".join(str(config["fusion"]["alphas"][k]) for k in ("start", "stop", "step")),
+    log:
+        "logs/fuse/fuse.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow fuse --members {input.members} --fallback {input.fallback} --val {input.val}"
+        " --test {input.test} --alphas {params.alphas} --out-json {output.metrics}"
+        " --out-png {output.confusion} > {log} 2>&1"
+
+
+rule inseason:
+    input:
+        train="results/samples/train.zarr",
+        val="results/samples/val.zarr",
+        test="results/samples/test.zarr",
+    output:
+        table=report(
+            "results/inseason/{model}.csv",
+            caption="../report/inseason.rst",
+            category="In-season",
+            labels={"model": "{model}", "figure": "table"},
+        ),
+        figure=report(
+            "results/inseason/{model}.png",
+            caption="../report/inseason.rst",
+            category="In-season",
+            labels={"model": "{model}", "figure": "accuracy by window"},
+        ),
+    params:
+        hyper=lambda wildcards: as_json(get_model_params(wildcards)),
+        ends=" ".join(config["inseason"]["ends"]),
+        seed=config["seed"],
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=get_train_gpus,
+    log:
+        "logs/inseason/{model}.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow inseason --model {wildcards.model} --train {input.train} --val {input.val}"
+        " --test {input.test} --ends {params.ends} --params {params.hyper} --seed {params.seed}"
+        " --threads {threads} --out-csv {output.table} --out-png {output.figure} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        pretrained=config["transfer"]["pretrained"] or "transfer.pretrained-is-not-set",
+        train="results/samples/train.zarr",
+        val="results/samples/val.zarr",
+    output:
+        directory("results/models/{model}_finetuned"),
+    params:
+        hyper=as_json({k: v for k, v in config["transfer"].items() if k not in ("enabled", "pretrained")}),
+        seed=config["seed"],
+    threads: 8
+    resources:
+        mem_mb=8000,
+        gpu=config["training"]["gpus"],
+    log:
+        "logs/finetune/{model}.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow finetune --pretrained {input.pretrained} --train {input.train} --val {input.val}"
+        " --params {params.hyper} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"

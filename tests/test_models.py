@@ -159,7 +159,7 @@ def check_bundle(bundle, name, train):
 @pytest.mark.parametrize("name,params", [("rf", TINY_RF), ("tempcnn", TINY_CNN)])
 def test_bundle_round_trip_and_deterministic_training(tmp_path, name, params, caplog):
     train, val, test = sampleset(DOUBLE, 20, 0), sampleset(DOUBLE, 6, 1), sampleset(DOUBLE, 5, 2)
-    params = {**params, "class_weights": True}
+    params = {**params, "imbalance": "class_weights"}
     if name == "tempcnn":
         params["mixed_precision"] = True  # no GPU here: must fall back to float32, logged
     # in memory, then saved and read back: identical probabilities
@@ -239,3 +239,42 @@ def test_rf_class_absent_from_training_keeps_its_column(caplog):
     assert proba.shape == (12, 4) and (proba[:, 3] == 0).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(trained.predict(val.x), val.y)
+
+
+def test_oversample_balances_the_classes_and_turns_duplicated_patches():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 10 + [1] * 3 + [2] * 1)
+    patches = rng.normal(size=(14, 3, 3, 2, 1)).astype(np.float32)
+    x, yo = training.oversample({"s2": patches}, y, seed=1, kind="patch")
+    assert np.bincount(yo).tolist() == [10, 10, 10]
+    np.testing.assert_array_equal(x["s2"][:14], patches)  # originals kept once, unchanged
+    for i in np.flatnonzero(yo[14:] == 2) + 14:  # every duplicate of the single class-2 patch is a turn/flip of it
+        variants = [np.rot90(patches[13], k, axes=(0, 1)) for k in range(3)]
+        variants += [v[:, ::-1] for v in variants]
+        assert any(np.array_equal(x["s2"][i], v) for v in variants)
+    xp, yp = training.oversample({"s1": rng.normal(size=(14, 4, 2))}, y, seed=1)
+    assert xp["s1"].shape == (30, 4, 2) and np.bincount(yp).tolist() == [10, 10, 10]
+
+
+@pytest.mark.parametrize("name,params", [("rf", {**TINY_RF, "imbalance": "oversample"}),
+                                         ("tempcnn", {**TINY_CNN, "imbalance": "mixup", "weight_decay": 1e-4})])
+def test_imbalance_strategies_train(name, params):
+    train, val = sampleset(DOUBLE, 20, 0), sampleset(DOUBLE, 6, 1)
+    trained = training.fit(name, train, val, params, seed=3)
+    assert trained.meta["params"]["imbalance"] == params["imbalance"] and trained.meta["train_seconds"] > 0
+    assert trained.history["val_accuracy"].max() > 0.5
+
+
+def test_mixup_batches_mix_inputs_and_one_hot_targets():
+    x = {"a": np.eye(4, dtype=np.float32)[:, None, :].repeat(2, axis=1)}  # (4, 2, 4): sample i is one-hot i
+    y = np.arange(4)
+    ds = training.make_dataset(x, y, None, batch_size=4, shuffle=False, seed=0, mixup=0.2, n_classes=4)
+    (xb, yb), = list(ds.as_numpy_iterator())
+    np.testing.assert_allclose(yb.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(xb["a"][:, 0, :], yb, rtol=1e-5)  # inputs and targets mixed with the same weights
+
+
+def test_mixup_needs_a_neural_network():
+    with pytest.raises(ValueError, match="mixup"):
+        training.fit("rf", sampleset(DOUBLE, 5, 0), sampleset(DOUBLE, 3, 1), {**TINY_RF, "imbalance": "mixup"},
+                     seed=0)

@@ -443,6 +443,7 @@ def _train_args(p):
     p.add_argument("--params", type=_json, default={})
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--backup-dir", default=None, help="state of the last finished epoch, to resume from")
     p.add_argument("--out", required=True)
 
 
@@ -456,7 +457,7 @@ def _train(a):
     params = dict(a.params)
     if a.threads and get_spec(a.model).family == "sklearn":
         params.setdefault("n_jobs", a.threads)  # scikit-learn's -1 would take every core, not the job's share
-    train(a.model, load_split(a.train), load_split(a.val), params, a.seed, a.out)
+    train(a.model, load_split(a.train), load_split(a.val), params, a.seed, a.out, backup_dir=a.backup_dir)
 
 
 @command("evaluate", "metrics of a trained model on the test split", _required("model-dir", "test", "out-json", "out-png"))
@@ -465,6 +466,69 @@ def _evaluate(a):
     from cropflow.sampleset import load_split
 
     evaluate_model(a.model_dir, load_split(a.test), a.out_json, a.out_png)
+
+
+def _fuse_args(p):
+    p.add_argument("--members", nargs="+", required=True, help="model bundles averaged into the ensemble")
+    _required("fallback", "val", "test", "out-json", "out-png")(p)
+    p.add_argument("--alphas", type=float, nargs=3, default=(0.3, 0.95, 0.01), metavar=("START", "STOP", "STEP"))
+
+
+@command("fuse", "ensemble + decision fusion with a fallback model (alpha searched on val), test metrics",
+         _fuse_args)
+def _fuse(a):
+    from cropflow.fusion import alpha_grid, fusion_report
+    from cropflow.sampleset import load_split
+
+    fusion_report(a.members, a.fallback, load_split(a.val), load_split(a.test), alpha_grid(*a.alphas), a.out_json,
+                  a.out_png)
+
+
+def _compare_args(p):
+    p.add_argument("--metrics", nargs="+", required=True)
+    _required("out-csv", "out-png")(p)
+
+
+@command("compare", "the comparison table of every model's test metrics", _compare_args)
+def _compare(a):
+    from cropflow.compare import comparison_table, write_comparison
+
+    write_comparison(comparison_table(a.metrics), a.out_csv, a.out_png)
+
+
+def _inseason_args(p):
+    _required("model", "train", "val", "test", "out-csv", "out-png")(p)
+    p.add_argument("--ends", nargs="+", required=True, help="window ends, MM-DD")
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=0)
+
+
+@command("inseason", "train and test one model on growing temporal windows", _inseason_args)
+def _inseason(a):
+    _threads(a.threads)
+    from cropflow.inseason import inseason_table, write_inseason
+    from cropflow.sampleset import load_split
+
+    table = inseason_table(a.model, load_split(a.train), load_split(a.val), load_split(a.test), a.ends, a.params,
+                           a.seed)
+    write_inseason(table, a.out_csv, a.out_png, a.model)
+
+
+def _finetune_args(p):
+    _required("pretrained", "train", "val", "out")(p)
+    p.add_argument("--params", type=_json, default={})
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=0)
+
+
+@command("finetune", "fine-tune a pretrained keras model bundle on new samples", _finetune_args)
+def _finetune(a):
+    _threads(a.threads)
+    from cropflow.sampleset import load_split
+    from cropflow.transfer import finetune
+
+    finetune(a.pretrained, load_split(a.train), load_split(a.val), a.params, a.seed, a.out)
 
 
 def _infer_args(p):

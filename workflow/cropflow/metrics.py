@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -162,7 +163,12 @@ def evaluate_model(bundle_dir: str | os.PathLike, test: SampleSet, out_json: str
     if len(test) == 0:
         raise ValueError(f"test split is empty: nothing to evaluate model {bundle_dir}")
     nodata = -1
-    pred = model.predict(test.x, nodata=nodata)
+    from cropflow.training import model_inputs
+
+    x = model_inputs(test, model.kind, model.name)
+    started = time.perf_counter()
+    pred = model.predict(x, nodata=nodata)
+    seconds = time.perf_counter() - started
     ok = pred != nodata
     if not ok.all():
         log.warning("model %s: %d of %d test samples have no observation and are left out of the metrics",
@@ -174,6 +180,9 @@ def evaluate_model(bundle_dir: str | os.PathLike, test: SampleSet, out_json: str
                          "legend as the training samples?") from err
     metrics["n_unpredicted"] = int((~ok).sum())
     metrics["model"] = model.name
+    metrics["kind"] = model.kind
+    metrics["train_seconds"] = model.meta.get("train_seconds")
+    metrics["inference_px_per_s"] = round(len(test) / seconds, 1) if seconds > 0 else None
     write_metrics(metrics, out_json)
     plot_confusion(metrics, out_png, title=f"{model.name}: confusion matrix (row-normalised)")
     log.info("model %s: OA %.4f, kappa %.4f, mean F1 %.4f, mIoU %.4f on %d test samples", model.name,

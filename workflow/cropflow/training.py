@@ -2,8 +2,16 @@
 
 SCIENCE.md (Models): Adam (learning rate 1e-3), cross-entropy, early stopping and a best-validation
 checkpoint for the deep models; the random forest is fitted on the flattened series. Class ids are mapped to
-output indices 0..K-1 in the order of ``train.class_ids`` (legend order). Optional inverse-frequency class
-weights (SCIENCE.md, imbalance handling) weight each training sample by N / (K_present * n_class).
+output indices 0..K-1 in the order of ``train.class_ids`` (legend order). Pixel models read each split's
+(N, T, C) series, patch models its (N, h, w, T, C) patches (normalised with the ranges fitted on the pixel
+series of the same bands).
+
+Imbalance handling (SCIENCE.md, chapter 4; parameter ``imbalance`` of every model):
+- "class_weights": each training sample weighted by N / (K_present * n_class) (inverse frequency);
+- "oversample": samples of every class drawn with replacement up to the largest class's count; duplicated
+  patches are rotated by 0, 90 or 180 degrees and flipped horizontally at random (pixel series are duplicated);
+- "mixup" (keras models): each batch mixed with a shuffled copy of itself, x = l x_i + (1 - l) x_j and
+  y = l y_i + (1 - l) y_j (one-hot), l ~ Beta(0.2, 0.2) (Zhang et al. 2018).
 
 Missing values: the normalisation is fitted on finite training values only. A sample with no finite value at
 all carries no observation and is dropped (logged); gaps in an otherwise observed sample are set to 0 after
@@ -21,6 +29,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -90,10 +99,21 @@ def _check_pair(train: SampleSet, val: SampleSet) -> None:
             raise ValueError(f"input '{name}': train bands {list(tb)} differ from val bands {list(vb)}")
 
 
+def model_inputs(samples: SampleSet, kind: str, name: str = "model") -> dict[str, np.ndarray]:
+    """The arrays a model of ``kind`` reads: the pixel series, or the patches (ValueError naming the fix)."""
+    if kind == "pixel":
+        return samples.x
+    missing = sorted(set(samples.x) - set(samples.patches))
+    if missing:
+        raise ValueError(f"{name} is a patch model but the samples have no patches for inputs {missing}: set "
+                         "samples.patches: true in the config")
+    return {k: samples.patches[k] for k in samples.x}
+
+
 def _prepare(split: str, samples: SampleSet, norm: Mapping[str, norm_mod.MinMax], class_ids: Sequence[int],
-             log: logging.Logger) -> tuple[dict[str, np.ndarray], np.ndarray]:
+             log: logging.Logger, kind: str = "pixel") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Normalised inputs and output indices of a split; samples without any observation are dropped (logged)."""
-    xn, missing = norm_mod.apply_inputs(samples.x, norm)
+    xn, missing = norm_mod.apply_inputs(model_inputs(samples, kind), norm)
     y = encode_labels(samples.y, class_ids, split)
     any_, all_ = missing_rows(missing)
     partial = int((any_ & ~all_).sum())
@@ -114,27 +134,83 @@ def _prepare(split: str, samples: SampleSet, norm: Mapping[str, norm_mod.MinMax]
 
 
 def compile_model(model, params: Mapping[str, object]) -> None:
-    """Compile a keras model: Adam(learning_rate), sparse categorical cross-entropy, accuracy."""
+    """Compile a keras model: Adam(learning_rate) (AdamW when ``weight_decay`` > 0), cross-entropy (on one-hot
+    targets with mixup, else sparse), accuracy."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(params.get("learning_rate", 1e-3))),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    lr = float(params.get("learning_rate", 1e-3))
+    decay = float(params.get("weight_decay", 0.0) or 0.0)
+    optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay) if decay > 0 \
+        else keras.optimizers.Adam(learning_rate=lr)
+    loss = "categorical_crossentropy" if params.get("imbalance") == "mixup" else "sparse_categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def oversample(x: Mapping[str, np.ndarray], y: np.ndarray, seed: int, kind: str = "pixel"
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every class resampled with replacement up to the largest class's count (originals kept once each);
+    duplicated patches rotated by 0/90/180 degrees and flipped horizontally at random."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(y)
+    extra = [rng.choice(np.flatnonzero(y == c), int(counts.max() - n), replace=True)
+             for c, n in enumerate(counts) if 0 < n < counts.max()]
+    if not extra:
+        return dict(x), y
+    dup = np.concatenate(extra)
+    out = {}
+    for name, a in x.items():
+        add = a[dup].copy()
+        if kind == "patch":
+            turns = rng.integers(0, 3, dup.size)
+            flips = rng.random(dup.size) < 0.5
+            for i in range(dup.size):
+                p = np.rot90(add[i], k=int(turns[i]), axes=(0, 1))
+                add[i] = p[:, ::-1] if flips[i] else p
+        out[name] = np.concatenate([a, add])
+    return out, np.concatenate([y, y[dup]])
 
 
 def make_dataset(x: Mapping[str, np.ndarray], y: np.ndarray, weights: np.ndarray | None, batch_size: int,
-                 shuffle: bool, seed: int):
-    """A batched tf.data.Dataset of ({input: x}, y[, sample weight]), reshuffled every epoch when ``shuffle``."""
+                 shuffle: bool, seed: int, mixup: float = 0.0, n_classes: int = 0):
+    """A batched tf.data.Dataset of ({input: x}, y[, sample weight]), reshuffled every epoch when ``shuffle``.
+
+    ``n_classes`` > 0 gives one-hot targets; ``mixup`` > 0 mixes each batch with a permutation of itself with
+    weights l ~ Beta(mixup, mixup) drawn from stateless seeds (batch index, ``seed``)."""
     import tensorflow as tf
 
-    items = (dict(x), y) if weights is None else (dict(x), y, weights.astype(np.float32))
+    labels = np.eye(n_classes, dtype=np.float32)[y] if n_classes else y
+    items = (dict(x), labels) if weights is None else (dict(x), labels, weights.astype(np.float32))
     ds = tf.data.Dataset.from_tensor_slices(items)
     if shuffle:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if mixup > 0:
+        ds = ds.enumerate().map(lambda i, b: _mix_batch(i, b, mixup, seed))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _mix_batch(index, batch, alpha: float, seed: int):
+    """Mixup of one batch (inputs and one-hot targets) with a permutation of itself."""
+    import tensorflow as tf
+
+    x, y = batch[0], batch[1]
+    n = tf.shape(y)[0]
+    seeds = tf.stack([tf.cast(index, tf.int32), tf.constant(seed, tf.int32)])
+    g1 = tf.random.stateless_gamma([n], seed=seeds, alpha=alpha)
+    g2 = tf.random.stateless_gamma([n], seed=seeds + 1, alpha=alpha)
+    lam = g1 / (g1 + g2)
+    perm = tf.argsort(tf.random.stateless_uniform([n], seed=seeds + 2))
+
+    def mix(a):
+        shape = tf.concat([[n], tf.ones([tf.rank(a) - 1], tf.int32)], axis=0)
+        w = tf.cast(tf.reshape(lam, shape), a.dtype)
+        return w * a + (1 - w) * tf.gather(a, perm)
+
+    return ({k: mix(v) for k, v in x.items()}, mix(y), *batch[2:])
 
 
 def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
-               seed: int, data: tuple, checkpoint: Path, log: logging.Logger):
+               seed: int, data: tuple, checkpoint: Path, log: logging.Logger, backup_dir: Path | None = None):
     import keras
     import tensorflow as tf
 
@@ -156,8 +232,11 @@ def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int,
             model = build(name, shapes, n_classes, params, seed)
             compile_model(model, params)
         batch = int(params["batch_size"])
-        ds_train = make_dataset(xtr, ytr, wtr, batch, shuffle=True, seed=seed)
-        ds_val = make_dataset(xva, yva, None, batch, shuffle=False, seed=seed)
+        mixup = params.get("imbalance") == "mixup"
+        onehot = n_classes if mixup else 0
+        ds_train = make_dataset(xtr, ytr, wtr, batch, shuffle=True, seed=seed, mixup=0.2 if mixup else 0.0,
+                                n_classes=onehot)
+        ds_val = make_dataset(xva, yva, None, batch, shuffle=False, seed=seed, n_classes=onehot)
         epochs = int(params["epochs"])
 
         def log_epoch(epoch: int, logs: Mapping[str, float] | None) -> None:
@@ -172,6 +251,8 @@ def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int,
             keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
             keras.callbacks.LambdaCallback(on_epoch_end=log_epoch),
         ]
+        if backup_dir is not None:  # resumable: an interrupted job restarts from its last finished epoch
+            callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
         fitted = model.fit(ds_train, validation_data=ds_val, epochs=epochs, callbacks=callbacks, verbose=0,
                            shuffle=False)  # the dataset reshuffles itself, seeded
     finally:
@@ -214,10 +295,13 @@ def _scores(trained: TrainedModel, x: Mapping[str, np.ndarray], y: np.ndarray) -
 
 def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object] | None, seed: int,
         log: logging.Logger = logger, class_names: Sequence[str] | None = None,
-        checkpoint_dir: str | os.PathLike | None = None) -> TrainedModel:
+        checkpoint_dir: str | os.PathLike | None = None, backup_dir: str | os.PathLike | None = None
+        ) -> TrainedModel:
     """Train model ``name`` in memory and return it as a :class:`TrainedModel` (see :func:`train`).
 
-    ``checkpoint_dir`` receives the keras best-validation checkpoint (default: a temporary folder).
+    ``checkpoint_dir`` receives the keras best-validation checkpoint (default: a temporary folder);
+    ``backup_dir`` (keras models) keeps the state of the last finished epoch so an interrupted training resumes
+    there (removed when training ends).
     """
     spec = get_spec(name)
     p = resolve_params(name, params)
@@ -237,38 +321,49 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
     bands = {k: list(v.get("bands", [])) or [f"c{i}" for i in range(train.x[k].shape[2])]
              for k, v in train.inputs.items() if k in train.x}
     norm = norm_mod.fit_inputs(train.x, bands)
-    xtr, ytr = _prepare("train", train, norm, class_ids, log)
-    xva, yva = _prepare("val", val, norm, class_ids, log)
+    xtr, ytr = _prepare("train", train, norm, class_ids, log, spec.kind)
+    xva, yva = _prepare("val", val, norm, class_ids, log, spec.kind)
     k = len(class_ids)
     counts = np.bincount(ytr, minlength=k)
     absent = [c for c, n in zip(class_ids, counts) if n == 0]
     if absent:
         log.warning("%s: classes %s have no training sample; the model will rarely predict them", name, absent)
     wtr = None
-    if p["class_weights"]:
+    imbalance = p.get("imbalance", "none")
+    if imbalance == "class_weights":
         cw = inverse_frequency_weights(ytr, k)
         log.info("%s: inverse-frequency class weights %s", name,
                  {c: round(float(w), 4) for c, w in zip(class_ids, cw)})
         wtr = cw[ytr]
-    shapes = train.shapes
+    elif imbalance == "oversample":
+        xtr, ytr = oversample(xtr, ytr, seed, spec.kind)
+        log.info("%s: oversampled the training split to %d samples (%d per class)", name, ytr.size,
+                 int(np.bincount(ytr).max()))
+    elif imbalance == "mixup" and spec.family != "keras":
+        raise ValueError(f"{name}: imbalance 'mixup' needs a neural network; use class_weights or oversample")
+    shapes = {n: tuple(a.shape[1:]) for n, a in xtr.items()}
     data = ((xtr, ytr, wtr), (xva, yva))
     log.info("%s: training on %d samples, validating on %d, %d classes, inputs %s, seed %d",
              name, ytr.size, yva.size, k, shapes, seed)
 
+    started = time.perf_counter()
     if spec.family == "keras":
         folder_ctx = tempfile.TemporaryDirectory() if checkpoint_dir is None else contextlib.nullcontext(checkpoint_dir)
         with folder_ctx as folder:
             model, history, info = _fit_keras(name, shapes, k, p, seed, data,
-                                              Path(folder) / MODEL_FILES["keras"], log)
+                                              Path(folder) / MODEL_FILES["keras"], log,
+                                              None if backup_dir is None else Path(backup_dir))
     else:
         model, info = _fit_sklearn(name, shapes, k, p, seed, data, log)
         history = None
+    seconds = time.perf_counter() - started
 
     meta = {
-        "name": name, "family": spec.family, "class_ids": class_ids, "class_names": list(class_names),
+        "name": name, "family": spec.family, "kind": spec.kind, "class_ids": class_ids, "class_names": list(class_names),
         "inputs": {n: dict(train.inputs[n]) for n in sorted(train.x)}, "shapes": shapes, "params": p,
         "seed": int(seed), "n_train": int(ytr.size), "n_val": int(yva.size),
         "train_class_counts": {str(c): int(n) for c, n in zip(class_ids, counts)},
+        "train_seconds": round(seconds, 3),
         "cropflow_version": cropflow.__version__, **info,
     }
     trained = TrainedModel(model, meta, norm, None)
@@ -289,7 +384,7 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
 
 def train(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object] | None, seed: int,
           out_dir: str | os.PathLike, log: logging.Logger = logger,
-          class_names: Sequence[str] | None = None) -> Path:
+          class_names: Sequence[str] | None = None, backup_dir: str | os.PathLike | None = None) -> Path:
     """Train model ``name`` on ``train`` (early stopping on ``val``) and write its bundle folder atomically.
 
     The bundle (``out_dir``) holds model.keras or model.joblib, normalisation.json (fitted on ``train``),
@@ -299,7 +394,8 @@ def train(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, obje
     """
     with atomic_path(out_dir, directory=True) as tmp:
         tmp.mkdir()
-        trained = fit(name, train, val, params, seed, log=log, class_names=class_names, checkpoint_dir=tmp)
+        trained = fit(name, train, val, params, seed, log=log, class_names=class_names, checkpoint_dir=tmp,
+                      backup_dir=backup_dir)
         trained.write_into(tmp)
     log.info("%s: wrote model bundle %s", name, out_dir)
     return Path(out_dir)

@@ -4,7 +4,8 @@ Every model lives in its own module of this package with one builder signature::
 
     build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int)
 
-``inputs`` maps input name -> per-sample shape (T, C); the builder returns an unfitted scikit-learn estimator
+``inputs`` maps input name -> per-sample shape: (T, C) for pixel models, (h, w, T, C) for patch models (module
+attribute ``KIND``; the label is the patch's centre pixel); the builder returns an unfitted scikit-learn estimator
 (family "sklearn") or an uncompiled keras.Model (family "keras") whose softmax output has ``n_classes``
 columns. :data:`MODELS` is the registry; :func:`build` resolves a name and its parameters.
 
@@ -21,6 +22,7 @@ Keras (and so TensorFlow) is imported only when a keras model is built or loaded
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -34,28 +36,59 @@ import pandas as pd
 
 from cropflow import normalisation as norm_mod
 from cropflow.atomic import atomic_path
-from cropflow.models import rf, tempcnn
+from cropflow.models import rf
 
 log = logging.getLogger(__name__)
 
 Family = Literal["sklearn", "keras"]
+Kind = Literal["pixel", "patch"]
 MODEL_FILES: dict[str, str] = {"sklearn": "model.joblib", "keras": "model.keras"}
+
+#: registry: model name -> module of this package (imported on first use, so listing the models does not load
+#: TensorFlow). Pixel models take (T, C) time series per input, patch models (h, w, T, C) patches.
+MODEL_MODULES: dict[str, str] = {
+    "rf": "rf",
+    "tempcnn": "tempcnn",
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: its name, family, builder and default parameters (model + training keys)."""
+    """A registered model: its name, family, input kind, builder and default parameters (model + training)."""
 
     name: str
     family: Family
     build: Callable[..., object]
     defaults: Mapping[str, object] = field(default_factory=dict)
+    kind: Kind = "pixel"
 
 
-MODELS: dict[str, ModelSpec] = {
-    "rf": ModelSpec("rf", rf.FAMILY, rf.build, dict(rf.DEFAULTS)),
-    "tempcnn": ModelSpec("tempcnn", tempcnn.FAMILY, tempcnn.build, dict(tempcnn.DEFAULTS)),
-}
+def _spec(name: str) -> ModelSpec:
+    module = importlib.import_module(f"cropflow.models.{MODEL_MODULES[name]}")
+    return ModelSpec(name, module.FAMILY, module.build, dict(module.DEFAULTS), getattr(module, "KIND", "pixel"))
+
+
+class _Registry(Mapping[str, ModelSpec]):
+    """Read-only mapping name -> :class:`ModelSpec`, loading each model module when first asked for."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, ModelSpec] = {}
+
+    def __getitem__(self, name: str) -> ModelSpec:
+        if name not in MODEL_MODULES:
+            raise KeyError(name)
+        if name not in self._cache:
+            self._cache[name] = _spec(name)
+        return self._cache[name]
+
+    def __iter__(self):
+        return iter(MODEL_MODULES)
+
+    def __len__(self) -> int:
+        return len(MODEL_MODULES)
+
+
+MODELS: Mapping[str, ModelSpec] = _Registry()
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -131,8 +164,13 @@ class TrainedModel:
         return [str(n) for n in names] if names else [str(c) for c in self.class_ids]
 
     @property
-    def input_shapes(self) -> dict[str, tuple[int, int]]:
-        """Per-sample shape (T, C) of every input the model was trained on."""
+    def kind(self) -> str:
+        """"pixel" (inputs (N, T, C)) or "patch" (inputs (N, h, w, T, C))."""
+        return str(self.meta.get("kind", "pixel"))
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample shape, (T, C) or (h, w, T, C), of every input the model was trained on."""
         shapes = self.meta.get("shapes")
         if shapes:
             return {k: tuple(int(s) for s in v) for k, v in shapes.items()}  # type: ignore[misc]
@@ -148,9 +186,10 @@ class TrainedModel:
         n = None
         for name, shape in shapes.items():
             a = x[name]
-            if a.ndim != 3 or tuple(a.shape[1:]) != shape:
-                raise ValueError(f"model '{self.name}': input '{name}' must be (N, {shape[0]}, {shape[1]}) "
-                                 f"(time steps, bands of training), got {a.shape}")
+            if tuple(a.shape[1:]) != shape:
+                raise ValueError(f"model '{self.name}': input '{name}' must be (N, {', '.join(map(str, shape))}) "
+                                 f"({'patch, ' if len(shape) == 4 else ''}time steps, bands of training), "
+                                 f"got {a.shape}")
             if n is not None and a.shape[0] != n:
                 raise ValueError(f"model '{self.name}': inputs have different sample counts")
             n = a.shape[0]

@@ -18,8 +18,8 @@ DEFAULTS: dict[str, object] = {
     "min_samples_split": 4,
     "max_features": "sqrt",
     "n_jobs": -1,
-    # inverse-frequency sample weights during fitting (cropflow.training)
-    "class_weights": False,
+    # imbalance handling during fitting (cropflow.training): "none", "class_weights" or "oversample"
+    "imbalance": "none",
 }
 
 

@@ -25,8 +25,9 @@ DEFAULTS: dict[str, object] = {
     "batch_size": 256,
     "learning_rate": 0.001,
     "patience": 8,
-    "class_weights": False,
+    "imbalance": "none",
     "mixed_precision": False,
+    "weight_decay": 0.0,
 }
 
 
