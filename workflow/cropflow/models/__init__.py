@@ -47,8 +47,20 @@ MODEL_FILES: dict[str, str] = {"sklearn": "model.joblib", "keras": "model.keras"
 #: registry: model name -> module of this package (imported on first use, so listing the models does not load
 #: TensorFlow). Pixel models take (T, C) time series per input, patch models (h, w, T, C) patches.
 MODEL_MODULES: dict[str, str] = {
+    # pixel models
     "rf": "rf",
     "tempcnn": "tempcnn",
+    "conv1d": "conv1d",
+    "tcn": "tcn",
+    "transformer": "transformer",
+    "atlstm": "atlstm",
+    "conv1d_lstm": "conv1d_lstm",
+    # patch models
+    "cnn3d": "cnn3d",
+    "cnn3d2d": "cnn3d2d",
+    "convstar": "convstar",
+    "convstar3d": "convstar3d",
+    "unet3d": "unet3d",
 }
 
 
