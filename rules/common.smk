@@ -137,6 +137,10 @@ def get_compared_metrics(wildcards=None):
     return out
 
 
+#: conda environment of the training rules: TensorFlow's CUDA build when GPUs are requested
+TRAIN_ENV = "../envs/train-gpu.yaml" if config["training"]["gpus"] > 0 else "../envs/ml.yaml"
+
+
 def get_train_gpus(wildcards):
     """GPUs a training job asks for: training.gpus for neural networks, none for the random forest."""
     from cropflow.models import get_spec

@@ -24,7 +24,7 @@ rule train:
     benchmark:
         "benchmarks/train/{model}.tsv"
     conda:
-        "../envs/ml.yaml"
+        TRAIN_ENV
     shell:
         "python -m cropflow train --model {wildcards.model} --train {input.train} --val {input.val}"
         " --params {params.hyper} --seed {params.seed} --threads {threads}"
@@ -141,7 +141,7 @@ rule inseason:
     log:
         "logs/inseason/{model}.log",
     conda:
-        "../envs/ml.yaml"
+        TRAIN_ENV
     shell:
         "python -m cropflow inseason --model {wildcards.model} --train {input.train} --val {input.val}"
         " --test {input.test} --ends {params.ends} --params {params.hyper} --seed {params.seed}"
@@ -165,7 +165,7 @@ rule finetune:
     log:
         "logs/finetune/{model}.log",
     conda:
-        "../envs/ml.yaml"
+        TRAIN_ENV
     shell:
         "python -m cropflow finetune --pretrained {input.pretrained} --train {input.train} --val {input.val}"
         " --params {params.hyper} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
