@@ -125,7 +125,7 @@ def test_rf_fit_beats_uniform_loss():
 
 
 def test_unknown_model_and_parameter():
-    with pytest.raises(ValueError, match="unknown model 'lstm'.*rf, tempcnn"):
+    with pytest.raises(ValueError, match="unknown model 'lstm'.*rf, tcn, tempcnn, transformer"):
         build("lstm", SINGLE, 3, {}, seed=0)
     with pytest.raises(ValueError, match=r"unknown parameters \['trees'\]"):
         build("rf", SINGLE, 3, {"trees": 10}, seed=0)
