@@ -9,6 +9,7 @@ rule samples_tile:
         parcels="results/labels/parcels.gpkg",
         tiles="results/grid/tiles.gpkg",
         legend=config["legend"],
+        bands=config["samples"]["bands"] or [],
     output:
         train=directory("results/samples/tiles/{tile}/train.zarr"),
         val=directory("results/samples/tiles/{tile}/val.zarr"),
@@ -27,7 +28,7 @@ rule samples_tile:
         "python -m cropflow samples-tile --cube {input.cube} --classes {input.classes}"
         " --parcel-ids {input.parcel_ids} --parcels {input.parcels} --tiles {input.tiles}"
         " --tile {wildcards.tile} --legend {input.legend} --pixels-per-parcel {params.per_parcel}"
-        " --patch-size {params.patch} --seed {params.seed}"
+        " --patch-size {params.patch} --seed {params.seed} --bands '{input.bands}'"
         " --out-train {output.train} --out-val {output.val} --out-test {output.test} > {log} 2>&1"
 
 

@@ -169,3 +169,29 @@ rule finetune:
     shell:
         "python -m cropflow finetune --pretrained {input.pretrained} --train {input.train} --val {input.val}"
         " --params {params.hyper} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule select:
+    input:
+        "results/samples/train.zarr",
+    output:
+        bands="results/selection/bands.json",
+        relevance="results/selection/relevance.csv",
+        figure=report(
+            "results/selection/correlation.png",
+            caption="../report/selection.rst",
+            category="Feature selection",
+            labels={"figure": "band correlation"},
+        ),
+    params:
+        threshold=config["selection"]["threshold"],
+        max_iter=config["selection"]["max_iter"],
+        seed=config["seed"],
+    log:
+        "logs/select/select.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow select --train {input} --threshold {params.threshold} --max-iter {params.max_iter}"
+        " --seed {params.seed} --out-json {output.bands} --out-csv {output.relevance} --out-png {output.figure}"
+        " > {log} 2>&1"

@@ -74,3 +74,37 @@ def test_transfer_freezes_layers_keeps_normalisation_and_trains_on_the_new_site(
     with pytest.raises(ValueError, match="neural network"):
         training.train("rf", old, sampleset(DOUBLE, 6, 1), TINY_RF, seed=0, out_dir=tmp_path / "rf")
         finetune(tmp_path / "rf", new_train, new_val, {}, seed=0, out_dir=tmp_path / "x")
+
+
+def test_band_selection_cuts_cube_inputs_for_samples_and_maps(tmp_path):
+    import xarray as xr
+
+    from cropflow.inference import model_bands
+    from cropflow.samples import select_cube_bands
+    from cropflow.selection import load_selection
+
+    cube = {"s1": xr.DataArray(np.zeros((2, 3, 4, 4)), dims=("time", "band", "y", "x"),
+                               coords={"band": ["vv_db", "vh_db", "alpha"]}),
+            "s2": xr.DataArray(np.zeros((2, 2, 4, 4)), dims=("time", "band", "y", "x"), coords={"band": ["B04", "B11"]})}
+    (tmp_path / "sel.json").write_text(json.dumps({"selected": {"s1": ["vh_db", "alpha"], "s2": []}}))
+    chosen = select_cube_bands(cube, load_selection(tmp_path / "sel.json"), "cube.zarr")
+    assert list(chosen) == ["s1"] and chosen["s1"]["band"].values.tolist() == ["vh_db", "alpha"]
+    with pytest.raises(ValueError, match=r"no bands \['B8A'\]"):
+        select_cube_bands(cube, {"s2": ["B8A"]}, "cube.zarr")
+    with pytest.raises(FileNotFoundError, match="samples.bands"):
+        load_selection(tmp_path / "missing.json")
+    meta = {"inputs": {"s1": {"bands": ["vh_db", "alpha"]}, "s2": {"bands": ["B04", "B11"]}}}
+    mapped = model_bands(cube, meta)
+    assert mapped["s1"]["band"].values.tolist() == ["vh_db", "alpha"] and mapped["s2"].equals(cube["s2"])
+
+
+def test_select_rule_writes_bands_relevance_and_figure(tmp_path):
+    from cropflow.selection import write_selection
+
+    rng = np.random.default_rng(0)
+    train = sampleset({"s2": (4, 3)}, 40, 0)
+    train.x["s2"][:, :, 2] = rng.normal(size=train.x["s2"][:, :, 2].shape)  # band b2 is noise
+    result = write_selection(train, 0, 0.9, 20, tmp_path / "b.json", tmp_path / "r.csv", tmp_path / "c.png")
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["selected"] == result["selected"] and "s2/b2" in doc["dropped"]
+    assert (tmp_path / "c.png").stat().st_size > 0 and len(pd.read_csv(tmp_path / "r.csv")) == 3

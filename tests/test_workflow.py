@@ -188,6 +188,7 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
         ("seed", -1, "seed"),
         ("partition", {"cell_size": 500, "fractions": {"train": 1.5, "val": 0.2, "test": 0.2}, "candidates": 10,
                        "subsample": 1.0, "min_pixels": 1}, "train"),
+        ("models", {"enabled": ["resnet"]}, "resnet"),
     ],
 )
 def test_bad_config_value_names_the_key(tmp_path, key, value, message):
@@ -198,6 +199,16 @@ def test_bad_config_value_names_the_key(tmp_path, key, value, message):
     out = proc.stdout + proc.stderr
     assert "ValidationError" in out or "validat" in out.lower()
     assert message in out
+
+
+def test_patch_model_without_patches_stops_naming_the_setting(tmp_path):
+    gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    config = write_config(tmp_path)
+    config["models"]["enabled"] = ["rf", "convstar3d"]
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "convstar3d is a patch model; set samples.patches: true" in proc.stdout + proc.stderr
 
 
 def test_alternative_settings_run_end_to_end(tmp_path):
@@ -211,7 +222,13 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     config["samples"].update({"patches": True, "patch_size": 5, "pixels_per_parcel": 5})
     config["inference"]["probabilities"] = True
     config["postprocess"] = {"majority_filter": False, "cropland_mask": False}
-    config["models"]["enabled"] = ["tempcnn"]
+    # a patch model beside TempCNN, decision fusion of the two and an in-season table
+    config["models"]["enabled"] = ["tempcnn", "cnn3d"]
+    config["models"]["cnn3d"] = {"filters": [8, 8, 16], "dense": 32, "epochs": 3, "batch_size": 64, "patience": 2,
+                                 "imbalance": "oversample"}
+    config["fusion"].update({"enabled": True, "members": ["cnn3d"], "fallback": "tempcnn",
+                             "alphas": {"start": 0.4, "stop": 0.9, "step": 0.1}})
+    config["inseason"].update({"enabled": True, "model": "tempcnn", "ends": ["07-15", "09-27"]})
     with open(tmp_path / "config" / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
@@ -228,3 +245,12 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     assert set(train.patches) == {"s1", "coh", "s2"} and train.patches["s2"].shape[1:3] == (5, 5)
     with rasterio.open(tmp_path / "results" / "maps" / "tempcnn" / f"{TILES[0]}_proba.tif") as src:
         assert src.count == 7 and src.dtypes[0] == "uint8"
+    comparison = pd.read_csv(tmp_path / "results" / "metrics" / "comparison.csv")
+    assert set(comparison["model"]) == {"tempcnn", "cnn3d", "cnn3d+tempcnn"}
+    assert comparison["oa"].between(0, 1).all() and comparison["inference_px_per_s"].gt(0).all()
+    fusion = json.loads((tmp_path / "results" / "metrics" / "fusion.json").read_text())
+    assert 0.4 <= fusion["alpha"] <= 0.9 and fusion["members"] == ["cnn3d"]
+    inseason = pd.read_csv(tmp_path / "results" / "inseason" / "tempcnn.csv")
+    assert inseason["end"].tolist() == ["07-15", "09-27"]
+    assert inseason["steps_s1"].iloc[0] < inseason["steps_s1"].iloc[1]
+    assert not (tmp_path / "results" / "maps" / "cnn3d").exists(), "patch models are evaluated, not mapped"

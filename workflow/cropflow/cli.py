@@ -407,6 +407,7 @@ def _samples_tile_args(p):
     p.add_argument("--pixels-per-parcel", type=int, default=0)
     p.add_argument("--patch-size", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bands", default="", help="a band-selection JSON (cropflow select); all bands when empty")
 
 
 @command("samples-tile", "a tile's labelled samples for every split", _samples_tile_args)
@@ -415,12 +416,14 @@ def _samples_tile(a):
 
     from cropflow.legend import Legend
     from cropflow.samples import tile_samples
+    from cropflow.selection import load_selection
 
     tiles = list(gpd.read_file(a.tiles)["tile_id"])
     legend = Legend.load(a.legend)
     tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, legend.ids, legend.names,
                  {"train": a.out_train, "val": a.out_val, "test": a.out_test},
-                 pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed)
+                 pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed,
+                 bands=load_selection(a.bands) if a.bands else None)
 
 
 def _samples_merge_args(p):
@@ -466,6 +469,21 @@ def _evaluate(a):
     from cropflow.sampleset import load_split
 
     evaluate_model(a.model_dir, load_split(a.test), a.out_json, a.out_png)
+
+
+def _select_args(p):
+    _required("train", "out-json", "out-csv", "out-png")(p)
+    p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument("--max-iter", type=int, default=50)
+    p.add_argument("--seed", type=int, default=42)
+
+
+@command("select", "feature-band selection: Boruta relevance, then Spearman redundancy", _select_args)
+def _select(a):
+    from cropflow.sampleset import load_split
+    from cropflow.selection import write_selection
+
+    write_selection(load_split(a.train), a.seed, a.threshold, a.max_iter, a.out_json, a.out_csv, a.out_png)
 
 
 def _fuse_args(p):

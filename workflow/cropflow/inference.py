@@ -141,6 +141,17 @@ def read_model_meta(model_dir: str | os.PathLike) -> dict:
     return meta
 
 
+def model_bands(inputs: Mapping[str, xr.DataArray], meta: Mapping) -> dict[str, xr.DataArray]:
+    """Cube inputs cut to the bands a model was trained on when those are a subset of the cube's (models
+    trained on a band selection, samples.bands); other inputs are returned unchanged for the check."""
+    out = dict(inputs)
+    for name, spec in meta["inputs"].items():
+        bands = [str(b) for b in spec.get("bands", [])]
+        if name in out and bands and set(bands) < set(map(str, out[name]["band"].values)):
+            out[name] = out[name].sel(band=bands)
+    return out
+
+
 def check_cube_for_model(
     inputs: Mapping[str, xr.DataArray], meta: Mapping, cube_path: str | os.PathLike, model_dir: str | os.PathLike
 ) -> None:
@@ -191,7 +202,7 @@ def infer_tile(
         raise FileNotFoundError(f"cube {cube_path} does not exist: run the 'stack' stage for this tile")
     meta = read_model_meta(model_dir)
     ds = open_cube(cube_path)
-    inputs = cube_inputs(ds)
+    inputs = model_bands(cube_inputs(ds), meta)
     check_cube_for_model(inputs, meta, cube_path, model_dir)
     inputs = {name: inputs[name] for name in meta["inputs"]}
 

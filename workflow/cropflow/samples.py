@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyogrio
 import rasterio
+import xarray as xr
 
 from cropflow.cube import cube_inputs, open_cube
 from cropflow.sampleset import SampleSet, load_split, save_split
@@ -88,6 +89,7 @@ def tile_samples(
     patch_size: int = 0,
     seed: int = 42,
     block_rows: int = 128,
+    bands: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, int]:
     """Extract one tile's samples for every split and write one sample store per split.
 
@@ -104,6 +106,8 @@ def tile_samples(
     tile_index = list(tiles).index(tile)
     chosen = select_pixels(classes, parcels, split_of, pixels_per_parcel, seed + tile_index)
     inputs = cube_inputs(open_cube(cube_path))
+    if bands is not None:
+        inputs = select_cube_bands(inputs, bands, cube_path)
     meta = {name: {"bands": [str(b) for b in da["band"].values],
                    "times": [str(t)[:10] for t in da["time"].values]} for name, da in inputs.items()}
     halo = patch_size // 2 if patch_size else 0
@@ -135,6 +139,24 @@ def tile_samples(
         counts[split] = int(valid.sum())
     log.info("tile %s samples: %s", tile, counts)
     return counts
+
+
+def select_cube_bands(inputs: Mapping[str, xr.DataArray], bands: Mapping[str, Sequence[str]],
+                      cube_path: str | os.PathLike) -> dict[str, xr.DataArray]:
+    """The cube inputs cut to a band selection {input: [bands]}; inputs without a selected band are left out.
+    A selected band the cube does not have is an error naming it."""
+    out = {}
+    for name, da in inputs.items():
+        keep = list(bands.get(name, []))
+        missing = [b for b in keep if b not in set(map(str, da["band"].values))]
+        if missing:
+            raise ValueError(f"band selection: input '{name}' of cube {cube_path} has no bands {missing}; the "
+                             "selection was made on other features: rerun cropflow select on these samples")
+        if keep:
+            out[name] = da.sel(band=keep)
+    if not out:
+        raise ValueError(f"band selection keeps no band of cube {cube_path}")
+    return out
 
 
 def merge_samples(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> int:

@@ -301,3 +301,38 @@ def plot_correlation(corr: pd.DataFrame, path: str | os.PathLike, title: str = "
 
 __all__ = ["band_correlation", "band_label", "boruta_features", "boruta_relevance", "feature_index",
            "greedy_redundancy", "group_bands", "plot_correlation", "select_bands", "spearman_redundancy"]
+
+
+def write_selection(samples: SampleSet, seed: int, threshold: float, max_iter: int, out_json: str | os.PathLike,
+                    out_csv: str | os.PathLike, out_png: str | os.PathLike) -> dict:
+    """Run :func:`select_bands` and write the band list with the reasons (JSON; ``samples.bands`` reads its
+    ``selected``), the relevance table (CSV) and the correlation heatmap (PNG), all atomically."""
+    import json
+
+    result = select_bands(samples, seed, threshold=threshold, max_iter=max_iter)
+    corr = pd.DataFrame(result.pop("correlation"))
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(json.dumps({"selected": result["selected"], "dropped": result["dropped"],
+                                   "threshold": threshold, "seed": seed}, indent=2) + "\n")
+    with atomic_path(out_csv) as tmp:
+        pd.DataFrame(result["relevance"]).to_csv(tmp, index=False)
+    if corr.empty:
+        corr = pd.DataFrame([[1.0]], index=["none"], columns=["none"])
+    plot_correlation(corr, out_png)
+    n = sum(len(v) for v in result["selected"].values())
+    log.info("band selection: %d bands kept %s, %d dropped", n, result["selected"], len(result["dropped"]))
+    return result
+
+
+def load_selection(path: str | os.PathLike) -> dict[str, list[str]]:
+    """The ``selected`` {input: [bands]} of a selection JSON written by :func:`write_selection`."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"band selection {path} (samples.bands) does not exist: run the select rule "
+                                "(selection.enabled) and copy its results/selection/bands.json, or set samples.bands: ''")
+    doc = json.loads(path.read_text())
+    if "selected" not in doc or not isinstance(doc["selected"], dict):
+        raise ValueError(f"{path}: not a band selection (no 'selected' mapping of input -> bands)")
+    return {str(k): [str(b) for b in v] for k, v in doc["selected"].items()}
