@@ -108,6 +108,8 @@ def get_final_outputs():
     outputs += get_compared_metrics() + ["results/metrics/comparison.csv"]
     if config["inseason"]["enabled"]:
         outputs += [f"results/inseason/{config['inseason']['model']}.csv"]
+    if config["interpret"]["enabled"]:
+        outputs += [f"results/interpret/{model}" for model in MODELS]
     if config["selection"]["enabled"]:
         outputs += ["results/selection/bands.json"]
     return outputs

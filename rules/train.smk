@@ -195,3 +195,27 @@ rule select:
         "python -m cropflow select --train {input} --threshold {params.threshold} --max-iter {params.max_iter}"
         " --seed {params.seed} --out-json {output.bands} --out-csv {output.relevance} --out-png {output.figure}"
         " > {log} 2>&1"
+
+
+rule interpret:
+    input:
+        model="results/models/{model}",
+        test="results/samples/test.zarr",
+    output:
+        report(
+            directory("results/interpret/{model}"),
+            patterns=["{figure}.png"],
+            caption="../report/interpret.rst",
+            category="Interpretation",
+            labels={"model": "{model}", "figure": "{figure}"},
+        ),
+    params:
+        max_samples=config["interpret"]["max_samples"],
+        seed=config["seed"],
+    log:
+        "logs/interpret/{model}.log",
+    conda:
+        "../envs/ml.yaml"
+    shell:
+        "python -m cropflow interpret --model-dir {input.model} --samples {input.test}"
+        " --max-samples {params.max_samples} --seed {params.seed} --out {output} > {log} 2>&1"

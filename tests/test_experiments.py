@@ -108,3 +108,15 @@ def test_select_rule_writes_bands_relevance_and_figure(tmp_path):
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["selected"] == result["selected"] and "s2/b2" in doc["dropped"]
     assert (tmp_path / "c.png").stat().st_size > 0 and len(pd.read_csv(tmp_path / "r.csv")) == 3
+
+
+def test_interpretation_figures_per_model_family(tmp_path):
+    from cropflow.interpret import interpret_model
+
+    train, val, test = sampleset(DOUBLE, 15, 0), sampleset(DOUBLE, 6, 1), sampleset(DOUBLE, 6, 2)
+    for name, params in (("rf", TINY_RF), ("tempcnn", TINY_CNN)):
+        training.train(name, train, val, params, seed=0, out_dir=tmp_path / name)
+    rf_figs = interpret_model(tmp_path / "rf", test, tmp_path / "out_rf", max_samples=10)
+    cnn_figs = interpret_model(tmp_path / "tempcnn", test, tmp_path / "out_cnn", max_samples=10)
+    assert [p.name for p in rf_figs] == ["importances.png"] and [p.name for p in cnn_figs] == ["saliency.png"]
+    assert all(p.stat().st_size > 0 for p in rf_figs + cnn_figs)

@@ -486,6 +486,20 @@ def _select(a):
     write_selection(load_split(a.train), a.seed, a.threshold, a.max_iter, a.out_json, a.out_csv, a.out_png)
 
 
+def _interpret_args(p):
+    _required("model-dir", "samples", "out")(p)
+    p.add_argument("--max-samples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=42)
+
+
+@command("interpret", "saliency, attention or importance figures of a trained model", _interpret_args)
+def _interpret(a):
+    from cropflow.interpret import interpret_model
+    from cropflow.sampleset import load_split
+
+    interpret_model(a.model_dir, load_split(a.samples), a.out, a.max_samples, a.seed)
+
+
 def _fuse_args(p):
     p.add_argument("--members", nargs="+", required=True, help="model bundles averaged into the ensemble")
     _required("fallback", "val", "test", "out-json", "out-png")(p)

@@ -313,3 +313,33 @@ def plot_importances(df: pd.DataFrame, path: str | os.PathLike, top: int = 20) -
 
 __all__ = ["attention_layers", "attention_weights", "class_indices", "normalised_inputs", "plot_attention",
            "plot_importances", "plot_saliency", "rf_importances", "saliency"]
+
+
+def interpret_model(bundle: str | os.PathLike, samples, out_dir: str | os.PathLike, max_samples: int = 2000,
+                    seed: int = 0) -> list[Path]:
+    """The interpretation figures of one model bundle on (at most ``max_samples`` of) a split, written into
+    ``out_dir`` atomically: ``importances.png`` for the random forest, ``saliency.png`` for neural networks and
+    ``attention.png`` for those with temporal attention. Other scikit-learn models get none (logged)."""
+    from cropflow.atomic import atomic_path
+    from cropflow.models import load_trained
+    from cropflow.training import model_inputs
+
+    trained = load_trained(bundle)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(samples), min(len(samples), int(max_samples)), replace=False))
+    sub = samples.subset(keep)
+    x = model_inputs(sub, trained.kind, trained.name)
+    written = []
+    with atomic_path(out_dir, directory=True) as tmp:
+        tmp.mkdir()
+        if trained.family == "keras":
+            written.append(plot_saliency(saliency(trained, x, sub.y), trained, tmp / "saliency.png"))
+            att = attention_weights(trained, x, sub.y)
+            if att:
+                written.append(plot_attention(att, trained, tmp / "attention.png"))
+        elif trained.name == "rf":
+            written.append(plot_importances(rf_importances(trained), tmp / "importances.png"))
+        else:
+            log.info("%s: no interpretation figure for this model family", trained.name)
+    log.info("%s: interpretation figures %s", trained.name, [p.name for p in written])
+    return [Path(out_dir) / p.name for p in written]
