@@ -15,6 +15,7 @@ rule train:
     params:
         hyper=lambda wildcards: as_json(get_model_params(wildcards)),
         seed=config["seed"],
+        in_memory=config["training"]["in_memory_max_mb"],
     threads: 8
     resources:
         mem_mb=8000,
@@ -28,7 +29,8 @@ rule train:
     shell:
         "python -m cropflow train --model {wildcards.model} --train {input.train} --val {input.val}"
         " --params {params.hyper} --seed {params.seed} --threads {threads}"
-        " --backup-dir .cropflow/training/{wildcards.model} --out {output} > {log} 2>&1"
+        " --backup-dir .cropflow/training/{wildcards.model} --in-memory-max-mb {params.in_memory}"
+        " --out {output} > {log} 2>&1"
 
 
 rule evaluate:

@@ -278,3 +278,42 @@ def test_mixup_needs_a_neural_network():
     with pytest.raises(ValueError, match="mixup"):
         training.fit("rf", sampleset(DOUBLE, 5, 0), sampleset(DOUBLE, 3, 1), {**TINY_RF, "imbalance": "mixup"},
                      seed=0)
+
+
+def test_training_streams_a_stored_split_block_by_block(tmp_path, monkeypatch):
+    from cropflow.sampleset import open_split, save_split
+
+    train, val = sampleset(DOUBLE, 60, 0), sampleset(DOUBLE, 10, 1)
+    save_split(tmp_path / "train.zarr", train)
+    save_split(tmp_path / "val.zarr", val)
+    stored, stored_val = open_split(tmp_path / "train.zarr"), open_split(tmp_path / "val.zarr")
+    stored.block = stored_val.block = 16  # several blocks, shuffled in groups of 8
+    reads = []
+    real_read = type(stored).read
+    monkeypatch.setattr(type(stored), "read", lambda self, key, a, b: reads.append(b - a) or real_read(self, key, a, b))
+    trained = training.fit("tempcnn", stored, stored_val, {**TINY_CNN, "epochs": 4}, seed=0)
+    assert trained.meta["streamed"] and max(reads) <= 16, "read one block at a time, 8 blocks in memory"
+    norm = trained.normalisation["s2"]
+    np.testing.assert_allclose(norm.min, train.x["s2"].min(axis=(0, 1)))  # the same ranges as in memory
+    assert trained.history["val_accuracy"].max() > 0.6
+    rf = training.fit("rf", stored, stored_val, TINY_RF, seed=0)  # scikit-learn: read into memory
+    assert "streamed" not in rf.meta
+
+
+def test_block_stream_yields_every_sample_once_per_epoch_in_full_batches(tmp_path):
+    from cropflow.sampleset import open_split, save_split
+
+    train = sampleset(DOUBLE, 37, 0)  # 111 samples
+    save_split(tmp_path / "t.zarr", train)
+    stored = open_split(tmp_path / "t.zarr")
+    stored.block = 10
+    norm = training.fit_normalisation_blocks(stored, {k: v["bands"] for k, v in train.inputs.items()})
+    stream = training.BlockStream(stored, {"s1": "s1", "s2": "s2"}, norm, np.arange(len(stored)), mix=3)
+    for epoch in (0, 1):
+        batches = list(stream.batches(16, shuffle=True, seed=0, epoch=epoch))
+        assert [len(b[1]) for b in batches] == [16] * 6 + [15]
+        seen = np.concatenate([b[1] for b in batches])
+        assert sorted(seen.tolist()) == list(range(111))
+    first = [b[1] for b in stream.batches(16, True, 0, 0)]
+    again = [b[1] for b in stream.batches(16, True, 0, 1)]
+    assert not np.array_equal(np.concatenate(first), np.concatenate(again)), "a new order each epoch"

@@ -447,6 +447,8 @@ def _train_args(p):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--backup-dir", default=None, help="state of the last finished epoch, to resume from")
+    p.add_argument("--in-memory-max-mb", type=float, default=2048.0,
+                   help="larger training splits are streamed from the store block by block")
     p.add_argument("--out", required=True)
 
 
@@ -454,13 +456,18 @@ def _train_args(p):
 def _train(a):
     _threads(a.threads)
     from cropflow.models import get_spec
-    from cropflow.sampleset import load_split
+    from cropflow.sampleset import load_split, open_split
     from cropflow.training import train
 
     params = dict(a.params)
     if a.threads and get_spec(a.model).family == "sklearn":
         params.setdefault("n_jobs", a.threads)  # scikit-learn's -1 would take every core, not the job's share
-    train(a.model, load_split(a.train), load_split(a.val), params, a.seed, a.out, backup_dir=a.backup_dir)
+    stored = open_split(a.train)
+    if stored.nbytes > a.in_memory_max_mb * 2**20:
+        train_set, val_set = stored, open_split(a.val)
+    else:
+        train_set, val_set = load_split(a.train), load_split(a.val)
+    train(a.model, train_set, val_set, params, a.seed, a.out, backup_dir=a.backup_dir)
 
 
 @command("evaluate", "metrics of a trained model on the test split", _required("model-dir", "test", "out-json", "out-png"))

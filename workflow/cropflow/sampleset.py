@@ -196,3 +196,52 @@ def load_split(path: str | os.PathLike) -> SampleSet:
     except ValueError as err:
         raise ValueError(f"sample store {path}: {err}") from err
 
+
+
+@dataclass
+class StoredSplit:
+    """A split left in its Zarr store: labels and metadata in memory, the input arrays read block by block.
+
+    ``arrays`` maps an input name (or ``<input>_patch``) to its zarr array (N, ...); ``block`` is the number of
+    samples per storage chunk, the unit of reading."""
+
+    path: Path
+    arrays: dict[str, zarr.Array]
+    y: np.ndarray
+    inputs: dict[str, dict]
+    class_ids: list[int]
+    class_names: list[str] | None
+    block: int
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the input arrays once in memory (float32)."""
+        return int(sum(np.prod(a.shape) * 4 for a in self.arrays.values()))
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.arrays[key].shape[1:])
+
+    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.arrays[key][start:stop], dtype=np.float32)
+
+    def load(self) -> SampleSet:
+        return load_split(self.path)
+
+
+def open_split(path: str | os.PathLike) -> StoredSplit:
+    """Open a split's sample store without reading its input arrays (see :class:`StoredSplit`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sample store {path} not found: run the samples stage first")
+    group = zarr.open_group(path, mode="r")
+    attrs = dict(group.attrs)
+    inputs = {str(k): dict(v) for k, v in attrs["inputs"].items()}
+    names = set(group.array_keys())
+    keys = [n for n in sorted(inputs)] + [n + PATCH_SUFFIX for n in sorted(inputs) if n + PATCH_SUFFIX in names]
+    arrays = {k: group[k] for k in keys}
+    block = min(int(a.chunks[0]) for a in arrays.values())
+    return StoredSplit(path, arrays, np.asarray(group["y"][...]), inputs, list(attrs["class_ids"]),
+                       attrs.get("class_names"), block)

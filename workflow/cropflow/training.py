@@ -31,6 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ from cropflow import normalisation as norm_mod
 from cropflow.atomic import atomic_path
 from cropflow.models import MODEL_FILES, TrainedModel, build, get_spec, resolve_params
 from cropflow.models.rf import flatten_inputs
-from cropflow.sampleset import SampleSet
+from cropflow.sampleset import PATCH_SUFFIX, SampleSet, StoredSplit
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,86 @@ def _mix_batch(index, batch, alpha: float, seed: int):
     return ({k: mix(v) for k, v in x.items()}, mix(y), *batch[2:])
 
 
+@dataclass
+class BlockStream:
+    """Training batches read from a stored split block by block (storage chunks), normalised on the fly: only
+    ``mix`` blocks of inputs are in memory at a time. With ``shuffle`` the block order and the samples within
+    each group of ``mix`` blocks are permuted anew every epoch (seeded by the epoch). Missing values are set to 0 after normalisation,
+    as in memory (the samples stage stores no sample without observations)."""
+
+    split: StoredSplit
+    keys: dict[str, str]                  # model input -> store array
+    norm: Mapping[str, norm_mod.MinMax]
+    y: np.ndarray                         # output indices (N,)
+    weights: np.ndarray | None = None
+
+    mix: int = 8                          # blocks shuffled together (stores are ordered by tile and class)
+
+    def groups(self, shuffle: bool, rng: np.random.Generator) -> list[np.ndarray]:
+        """Block start offsets, in groups of ``mix`` blocks read and shuffled together."""
+        starts = np.arange(0, len(self.split), self.split.block)
+        if shuffle:
+            starts = rng.permutation(starts)
+        return [starts[i:i + self.mix] for i in range(0, starts.size, self.mix)]
+
+    def batches(self, batch: int, shuffle: bool, seed: int, epoch: int, n_classes: int = 0):
+        """Full batches across group boundaries (a group's remainder opens the next group's first batch), so an
+        epoch has ceil(N / batch) batches whatever the order."""
+        rng = np.random.default_rng([seed, epoch])
+        n, block = len(self.split), self.split.block
+        rows_left = np.empty(0, np.int64)
+        x_left: dict[str, np.ndarray] = {}
+        for group in self.groups(shuffle, rng):
+            rows = np.concatenate([np.arange(s, min(s + block, n)) for s in group])
+            raw = {name: np.concatenate([self.split.read(key, int(s), min(int(s) + block, n)) for s in group])
+                   for name, key in self.keys.items()}
+            xn, _ = norm_mod.apply_inputs(raw, self.norm)
+            order = rng.permutation(rows.size) if shuffle else np.arange(rows.size)
+            rows = np.concatenate([rows_left, rows[order]])
+            xn = {k: np.concatenate([x_left[k], v[order]]) if x_left else v[order] for k, v in xn.items()}
+            full = rows.size - rows.size % batch
+            for b in range(0, full, batch):
+                yield self._item(xn, rows, slice(b, b + batch), n_classes)
+            rows_left, x_left = rows[full:], {k: v[full:] for k, v in xn.items()}
+        if rows_left.size:
+            yield self._item(x_left, rows_left, slice(0, rows_left.size), n_classes)
+
+    def _item(self, xn: Mapping[str, np.ndarray], rows: np.ndarray, sel: slice, n_classes: int) -> tuple:
+        y = self.y[rows[sel]]
+        item = ({k: v[sel] for k, v in xn.items()}, np.eye(n_classes, dtype=np.float32)[y] if n_classes else y)
+        return item if self.weights is None else (*item, self.weights[rows[sel]].astype(np.float32))
+
+    def dataset(self, batch: int, shuffle: bool, seed: int, n_classes: int = 0, mixup: float = 0.0):
+        """A tf.data.Dataset over :meth:`batches`, a new epoch (and order) each time it is iterated."""
+        import itertools
+
+        import tensorflow as tf
+
+        epochs = itertools.count()
+        spec_x = {k: tf.TensorSpec((None, *self.split.shape(key)), tf.float32) for k, key in self.keys.items()}
+        spec_y = tf.TensorSpec((None, n_classes), tf.float32) if n_classes else tf.TensorSpec((None,), tf.int32)
+        signature = (spec_x, spec_y) if self.weights is None else (spec_x, spec_y, tf.TensorSpec((None,), tf.float32))
+        ds = tf.data.Dataset.from_generator(
+            lambda: self.batches(batch, shuffle, seed, next(epochs), n_classes), output_signature=signature)
+        steps = -(-len(self.split) // batch)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+        if mixup > 0:
+            ds = ds.enumerate().map(lambda i, b: _mix_batch(i, b, mixup, seed))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def fit_normalisation_blocks(split: StoredSplit, bands: Mapping[str, Sequence[str]]) -> dict[str, norm_mod.MinMax]:
+    """Per-input min-max ranges of a stored split's pixel series, read one block at a time."""
+    out = {}
+    for name in sorted(split.inputs):
+        lo = hi = None
+        for s in range(0, len(split), split.block):
+            mn, mx = norm_mod.fit_minmax(split.read(name, s, min(s + split.block, len(split))))
+            lo, hi = (mn, mx) if lo is None else (np.fmin(lo, mn), np.fmax(hi, mx))
+        out[name] = norm_mod.MinMax(tuple(bands[name]), lo, hi)
+    return out
+
+
 def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
                seed: int, data: tuple, checkpoint: Path, log: logging.Logger, backup_dir: Path | None = None):
     import keras
@@ -234,9 +315,13 @@ def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int,
         batch = int(params["batch_size"])
         mixup = params.get("imbalance") == "mixup"
         onehot = n_classes if mixup else 0
-        ds_train = make_dataset(xtr, ytr, wtr, batch, shuffle=True, seed=seed, mixup=0.2 if mixup else 0.0,
-                                n_classes=onehot)
-        ds_val = make_dataset(xva, yva, None, batch, shuffle=False, seed=seed, n_classes=onehot)
+        if isinstance(xtr, BlockStream):
+            ds_train = xtr.dataset(batch, True, seed, onehot, 0.2 if mixup else 0.0)
+            ds_val = xva.dataset(batch, False, seed, onehot)
+        else:
+            ds_train = make_dataset(xtr, ytr, wtr, batch, shuffle=True, seed=seed, mixup=0.2 if mixup else 0.0,
+                                    n_classes=onehot)
+            ds_val = make_dataset(xva, yva, None, batch, shuffle=False, seed=seed, n_classes=onehot)
         epochs = int(params["epochs"])
 
         def log_epoch(epoch: int, logs: Mapping[str, float] | None) -> None:
@@ -305,7 +390,13 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
     """
     spec = get_spec(name)
     p = resolve_params(name, params)
-    _check_pair(train, val)
+    streaming = isinstance(train, StoredSplit)
+    if streaming and (spec.family != "keras" or p.get("imbalance") == "oversample"):
+        log.info("%s: reading the %.0f MB of samples into memory (%s)", name, train.nbytes / 2**20,
+                 "scikit-learn fits in memory" if spec.family != "keras" else "oversampling")
+        train, val, streaming = train.load(), val.load(), False
+    if not streaming:
+        _check_pair(train, val)
     class_ids = list(train.class_ids)
     if list(val.class_ids) != class_ids:
         log.warning("%s: val class_ids %s differ from train class_ids %s; using the train order",
@@ -318,11 +409,14 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
     if len(class_names) != len(class_ids):
         raise ValueError(f"{name}: {len(class_names)} class names for {len(class_ids)} class ids")
 
-    bands = {k: list(v.get("bands", [])) or [f"c{i}" for i in range(train.x[k].shape[2])]
-             for k, v in train.inputs.items() if k in train.x}
-    norm = norm_mod.fit_inputs(train.x, bands)
-    xtr, ytr = _prepare("train", train, norm, class_ids, log, spec.kind)
-    xva, yva = _prepare("val", val, norm, class_ids, log, spec.kind)
+    if streaming:
+        xtr, ytr, xva, yva, norm = _streams(name, spec.kind, train, val, class_ids, log)
+    else:
+        bands = {k: list(v.get("bands", [])) or [f"c{i}" for i in range(train.x[k].shape[2])]
+                 for k, v in train.inputs.items() if k in train.x}
+        norm = norm_mod.fit_inputs(train.x, bands)
+        xtr, ytr = _prepare("train", train, norm, class_ids, log, spec.kind)
+        xva, yva = _prepare("val", val, norm, class_ids, log, spec.kind)
     k = len(class_ids)
     counts = np.bincount(ytr, minlength=k)
     absent = [c for c, n in zip(class_ids, counts) if n == 0]
@@ -335,13 +429,16 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
         log.info("%s: inverse-frequency class weights %s", name,
                  {c: round(float(w), 4) for c, w in zip(class_ids, cw)})
         wtr = cw[ytr]
+        if streaming:
+            xtr.weights, wtr = wtr, None
     elif imbalance == "oversample":
         xtr, ytr = oversample(xtr, ytr, seed, spec.kind)
         log.info("%s: oversampled the training split to %d samples (%d per class)", name, ytr.size,
                  int(np.bincount(ytr).max()))
     elif imbalance == "mixup" and spec.family != "keras":
         raise ValueError(f"{name}: imbalance 'mixup' needs a neural network; use class_weights or oversample")
-    shapes = {n: tuple(a.shape[1:]) for n, a in xtr.items()}
+    shapes = ({n: train.shape(key) for n, key in xtr.keys.items()} if streaming
+              else {n: tuple(a.shape[1:]) for n, a in xtr.items()})
     data = ((xtr, ytr, wtr), (xva, yva))
     log.info("%s: training on %d samples, validating on %d, %d classes, inputs %s, seed %d",
              name, ytr.size, yva.size, k, shapes, seed)
@@ -360,13 +457,15 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
 
     meta = {
         "name": name, "family": spec.family, "kind": spec.kind, "class_ids": class_ids, "class_names": list(class_names),
-        "inputs": {n: dict(train.inputs[n]) for n in sorted(train.x)}, "shapes": shapes, "params": p,
+        "inputs": {n: dict(train.inputs[n]) for n in sorted(shapes)}, "shapes": shapes, "params": p,
         "seed": int(seed), "n_train": int(ytr.size), "n_val": int(yva.size),
         "train_class_counts": {str(c): int(n) for c, n in zip(class_ids, counts)},
         "train_seconds": round(seconds, 3),
         "cropflow_version": cropflow.__version__, **info,
     }
     trained = TrainedModel(model, meta, norm, None)
+    if streaming:
+        trained.meta["streamed"] = True
     if history is None:  # random forest: one row with train and validation scores
         loss, acc = _scores(trained, xtr, ytr)
         val_loss, val_acc = _scores(trained, xva, yva)
@@ -380,6 +479,26 @@ def fit(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object
     log.info("%s: best epoch %d of %d, val_loss %.4f, val_accuracy %.4f", name, trained.meta["best_epoch"],
              len(history), trained.meta["val_loss"], trained.meta["val_accuracy"])
     return trained
+
+
+def _streams(name: str, kind: str, train: StoredSplit, val: StoredSplit, class_ids: Sequence[int],
+             log: logging.Logger) -> tuple:
+    """(train stream, train labels, val stream, val labels, normalisation) of stored splits."""
+    keys = {n: n if kind == "pixel" else n + PATCH_SUFFIX for n in sorted(train.inputs)}
+    for split_name, split in (("train", train), ("val", val)):
+        absent = [key for key in keys.values() if key not in split.arrays]
+        if absent:
+            raise ValueError(f"{name}: the {split_name} samples lack {absent}" + (
+                "; set samples.patches: true" if kind == "patch" else "; rebuild the samples"))
+    if any(train.shape(key) != val.shape(key) for key in keys.values()):
+        raise ValueError(f"train and val inputs differ in shape; rebuild the samples ({train.path}, {val.path})")
+    bands = {n: list(m.get("bands", [])) or [f"c{i}" for i in range(train.shape(n)[-1])]
+             for n, m in train.inputs.items()}
+    norm = fit_normalisation_blocks(train, bands)
+    ytr, yva = encode_labels(train.y, class_ids, "train"), encode_labels(val.y, class_ids, "val")
+    log.info("%s: streaming %.0f MB of training samples from %s in blocks of %d", name, train.nbytes / 2**20,
+             train.path, train.block)
+    return BlockStream(train, keys, norm, ytr), ytr, BlockStream(val, keys, norm, yva), yva, norm
 
 
 def train(name: str, train: SampleSet, val: SampleSet, params: Mapping[str, object] | None, seed: int,

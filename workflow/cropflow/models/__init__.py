@@ -51,6 +51,7 @@ MODEL_MODULES: dict[str, str] = {
     "rf": "rf",
     "tempcnn": "tempcnn",
     "conv1d": "conv1d",
+    "conv1d_rf": "conv1d_rf",
     "tcn": "tcn",
     "transformer": "transformer",
     "atlstm": "atlstm",
