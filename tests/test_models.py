@@ -4,6 +4,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 
 from cropflow import models, training
 from cropflow.models import MODELS, build, load_trained
@@ -16,6 +17,7 @@ TINY_CNN = {"filters": 8, "kernel_size": 3, "layers": 2, "dense": 16, "dropout":
             "batch_size": 16, "patience": 2, "learning_rate": 0.01}
 TINY_RF = {"n_estimators": 25, "n_jobs": 2}
 CLASS_IDS = [1, 2, 3]
+REPO = Path(__file__).resolve().parents[1]
 NAMES = ["maize", "soybean", "wheat"]
 
 # keras' own .keras writer triggers a numpy 2 __array__ DeprecationWarning per variable; not ours to fix
@@ -317,3 +319,20 @@ def test_block_stream_yields_every_sample_once_per_epoch_in_full_batches(tmp_pat
     first = [b[1] for b in stream.batches(16, True, 0, 0)]
     again = [b[1] for b in stream.batches(16, True, 0, 1)]
     assert not np.array_equal(np.concatenate(first), np.concatenate(again)), "a new order each epoch"
+
+
+def test_a_saved_model_with_custom_layers_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    patches = {"s2": (5, 5, 4, 2)}
+    train = sampleset({"s2": (4, 2)}, 8, 0)
+    rng = np.random.default_rng(0)
+    train.patches = {"s2": rng.normal(size=(len(train), *patches["s2"])).astype(np.float32)}
+    trained = training.fit("convstar", train, train, {"filters": 4, "layers": 1, "dense": 8, "epochs": 1,
+                                                      "batch_size": 8}, seed=0)
+    trained.save(tmp_path / "m")
+    code = ("import sys; sys.path.insert(0, 'workflow'); from cropflow.models import load_trained; "
+            f"print(load_trained({str(tmp_path / 'm')!r}).name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
+    assert out.returncode == 0 and out.stdout.strip().endswith("convstar"), out.stderr[-2000:]

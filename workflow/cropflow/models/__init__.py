@@ -314,6 +314,9 @@ def load_trained(path: str | os.PathLike) -> TrainedModel:
     if family == "keras":
         import keras  # deferred: loads TensorFlow
 
+        base = str(meta.get("name", "")).removesuffix("_finetuned")
+        if base in MODEL_MODULES:
+            get_spec(base)  # imports the model's module, which registers its custom layers for deserialisation
         model = keras.saving.load_model(model_path)
     else:
         import joblib
