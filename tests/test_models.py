@@ -336,3 +336,13 @@ def test_a_saved_model_with_custom_layers_loads_in_a_fresh_process(tmp_path):
             f"print(load_trained({str(tmp_path / 'm')!r}).name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO))
     assert out.returncode == 0 and out.stdout.strip().endswith("convstar"), out.stderr[-2000:]
+
+
+def test_neural_network_with_a_class_absent_from_training_trains_and_keeps_its_column(caplog):
+    train, val = sampleset(SINGLE, 10, 0), sampleset(SINGLE, 4, 1)
+    wider = SampleSet(x=train.x, y=train.y, parcel_id=train.parcel_id, tile_index=train.tile_index,
+                      inputs=train.inputs, class_ids=[*CLASS_IDS, 6], class_names=[*NAMES, "water"])
+    with caplog.at_level(logging.WARNING, logger="cropflow.training"):
+        trained = training.fit("tempcnn", wider, val, TINY_CNN, seed=0)
+    assert "[6] have no training sample" in caplog.text
+    assert trained.predict_proba(val.x).shape == (12, 4)
