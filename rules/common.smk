@@ -23,10 +23,35 @@ validate(config, schema="../config/schema.yaml")
 
 from cropflow.plan import build_plan, scene_path  # noqa: E402
 
+MODELS = list(config["models"]["enabled"])
+
+
+def model_kind(model):
+    from cropflow.models import get_spec
+
+    return get_spec(model).kind
+
+
+def check_model_config():
+    """Stop at DAG building on settings that cannot run: patch models without patches, fusion or in-season
+    models that are not enabled."""
+    for model in MODELS:
+        if model_kind(model) == "patch" and not config["samples"]["patches"]:
+            raise ValueError(f"models.enabled: {model} is a patch model; set samples.patches: true")
+    if config["fusion"]["enabled"]:
+        missing = [m for m in [*config["fusion"]["members"], config["fusion"]["fallback"]] if m not in MODELS]
+        if missing:
+            raise ValueError(f"fusion: models {missing} are not in models.enabled; enable them or fix fusion")
+    if config["inseason"]["enabled"] and model_kind(config["inseason"]["model"]) == "patch" \
+            and not config["samples"]["patches"]:
+        raise ValueError(f"inseason.model {config['inseason']['model']} is a patch model; set samples.patches: true")
+
+
+# settings that cannot run stop here, before the inputs are scanned
+check_model_config()
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
 SPLITS = ["train", "val", "test"]
-MODELS = list(config["models"]["enabled"])
 
 
 wildcard_constraints:
@@ -115,12 +140,6 @@ def get_final_outputs():
     return outputs
 
 
-def model_kind(model):
-    from cropflow.models import get_spec
-
-    return get_spec(model).kind
-
-
 def finetuned_model():
     """The fine-tuned model's name, or None without transfer learning."""
     if not config["transfer"]["enabled"]:
@@ -152,19 +171,3 @@ def get_train_gpus(wildcards):
     return config["training"]["gpus"] if get_spec(wildcards.model).family == "keras" else 0
 
 
-def check_model_config():
-    """Stop at DAG building on settings that cannot run: patch models without patches, fusion or in-season
-    models that are not enabled."""
-    for model in MODELS:
-        if model_kind(model) == "patch" and not config["samples"]["patches"]:
-            raise ValueError(f"models.enabled: {model} is a patch model; set samples.patches: true")
-    if config["fusion"]["enabled"]:
-        missing = [m for m in [*config["fusion"]["members"], config["fusion"]["fallback"]] if m not in MODELS]
-        if missing:
-            raise ValueError(f"fusion: models {missing} are not in models.enabled; enable them or fix fusion")
-    if config["inseason"]["enabled"] and model_kind(config["inseason"]["model"]) == "patch" \
-            and not config["samples"]["patches"]:
-        raise ValueError(f"inseason.model {config['inseason']['model']} is a patch model; set samples.patches: true")
-
-
-check_model_config()
