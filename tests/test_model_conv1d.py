@@ -50,7 +50,7 @@ def test_defaults_follow_science_and_contract():
 
 def test_features_layer_and_inception_branches():
     model = conv1d.build(SHAPES, K, {}, seed=0)
-    features = model.get_layer("features")
+    features = model.get_layer("trunk_features")
     assert features.units == 512 and tuple(features.output.shape) == (None, 512)
     # 3 kernel branches + the pooled 1x1 branch, 32 filters each
     assert tuple(model.get_layer("s2_inception1_concat").output.shape) == (None, 6, 128)
@@ -87,7 +87,7 @@ def test_save_load_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(np.asarray(loaded(x, training=False)), np.asarray(model(x, training=False)),
                                rtol=0, atol=1e-7)
-    assert loaded.get_layer("features").units == 16
+    assert loaded.get_layer("trunk_features").units == 16
 
 
 def test_softmax_stays_float32_under_mixed_precision():

@@ -346,3 +346,14 @@ def test_neural_network_with_a_class_absent_from_training_trains_and_keeps_its_c
         trained = training.fit("tempcnn", wider, val, TINY_CNN, seed=0)
     assert "[6] have no training sample" in caplog.text
     assert trained.predict_proba(val.x).shape == (12, 4)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if n not in ("rf", "conv1d_rf")])
+def test_every_keras_model_builds_for_the_workflows_input_names(name):
+    """The cube's inputs are "features" (chronological mode) or "s1", "coh", "s2" (separate mode): no layer
+    name may collide with them."""
+    patch = MODELS[name].kind == "patch"
+    for inputs in ({"features": (6, 5)}, {"s1": (6, 5), "coh": (5, 2), "s2": (4, 3)}):
+        shapes = {k: ((5, 5, *v) if patch else v) for k, v in inputs.items()}
+        model = build(name, shapes, 4, {}, seed=0)
+        assert tuple(model.output.shape) == (None, 4)

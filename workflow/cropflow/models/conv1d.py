@@ -7,7 +7,7 @@ One branch per input (T, C): a stem Conv1D(filters, stem_kernel, padding="same")
 ``kernel_sizes`` and a MaxPool1D(3, strides=1, padding="same") -> Conv1D(filters, 1) branch; the branch outputs are
 concatenated on the channel axis ((len(kernel_sizes) + 1) * filters channels) -> BatchNorm -> ReLU. The module
 output is averaged over time (global average pooling). The per-input vectors are concatenated, followed by
-Dense(dense, ReLU) named ``"features"`` (the 512-unit representation Conv1D-RF, Yang 2020, feeds to a random
+Dense(dense, ReLU) named ``"trunk_features"`` (the 512-unit representation Conv1D-RF, Yang 2020, feeds to a random
 forest), Dropout and a softmax Dense(n_classes) ``"proba"`` kept in float32 (stable under mixed precision).
 Every weight initialiser and dropout layer gets its own seed derived from ``seed``.
 """
@@ -35,7 +35,7 @@ DEFAULTS: dict[str, object] = {
     "mixed_precision": False,
     "weight_decay": 0.0,
 }
-FEATURES_LAYER = "features"
+FEATURES_LAYER = "trunk_features"
 
 
 def kernel_list(value: object) -> list[int]:

@@ -7,7 +7,7 @@ paths of cropflow apply unchanged:
 1. the Conv1D-inception network of :mod:`cropflow.models.conv1d` (Zhong et al. 2019) is trained end to end with
    its softmax head (Adam, sparse cross-entropy, early stopping on a seeded, stratified validation fraction of the
    training samples, best-validation weights restored);
-2. its Dense(``dense``, ReLU) layer ``"features"`` (512 units by default) becomes a fixed feature extractor
+2. its Dense(``dense``, ReLU) layer ``"trunk_features"`` (512 units by default) becomes a fixed feature extractor
    f(x) in R^512, and a random forest (``n_estimators`` trees; 500 as in chapter 5, min_samples_split 4) is fitted
    on f(x) of every training sample. The class probabilities are the forest's,
    p(k | x) = (1 / B) sum_b p_b(k | f(x)).
@@ -122,7 +122,7 @@ class Conv1DRandomForest(ClassifierMixin, BaseEstimator):
 
     ``shapes`` maps each input name to its per-sample (T, C); ``fit``/``predict_proba`` take the matrix of
     :func:`cropflow.models.rf.flatten_inputs`. Fitted attributes: ``extractor_`` (keras model, inputs ->
-    "features" activations), ``forest_`` (RandomForestClassifier), ``classes_``, ``trunk_history_`` (per-epoch
+    "trunk_features" activations), ``forest_`` (RandomForestClassifier), ``classes_``, ``trunk_history_`` (per-epoch
     trunk loss/accuracy) and ``trunk_best_epoch_`` (1-based epoch whose weights were kept).
     """
 
@@ -232,7 +232,7 @@ class Conv1DRandomForest(ClassifierMixin, BaseEstimator):
         return np.asarray(out, dtype=np.float32)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(N, dense) trunk features ("features" layer activations) of the flattened inputs ``X``."""
+        """(N, dense) trunk features ("trunk_features" layer activations) of the flattened inputs ``X``."""
         self._check_fitted()
         return self._features(unflatten(np.asarray(X, dtype=np.float32), self._shapes()))
 
