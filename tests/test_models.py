@@ -357,3 +357,18 @@ def test_every_keras_model_builds_for_the_workflows_input_names(name):
         shapes = {k: ((5, 5, *v) if patch else v) for k, v in inputs.items()}
         model = build(name, shapes, 4, {}, seed=0)
         assert tuple(model.output.shape) == (None, 4)
+
+
+def test_precise_batch_norm_sets_moving_statistics_to_the_data():
+    import keras
+
+    inp = keras.Input((4, 2), name="s2")
+    out = keras.layers.BatchNormalization(name="bn")(inp)
+    model = keras.Model({"s2": inp}, out)
+    x = (5.0 + 0.1 * np.random.default_rng(0).standard_normal((1000, 4, 2))).astype(np.float32)
+    bn = model.get_layer("bn")
+    bn.momentum = 0.99
+    training.recalibrate_batch_norm(model, {"s2": x}, batch=100)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), x.mean(axis=(0, 1)), rtol=1e-3)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1)), rtol=0.05)
+    assert bn.momentum == 0.99

@@ -290,6 +290,42 @@ def fit_normalisation_blocks(split: StoredSplit, bands: Mapping[str, Sequence[st
     return out
 
 
+def recalibrate_batch_norm(model, x: Mapping[str, np.ndarray], batch: int = 512) -> None:
+    """Precise BatchNorm (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm"): every BatchNormalization
+    layer's moving mean and variance become the average of its batch statistics over ``x`` (training-mode
+    forward passes, momentum i / (i + 1) at batch i); no other weight changes. Without it the moving averages
+    (momentum 0.99) can lag far behind the weights after the few hundred steps of a small training set, and the
+    model is judged and kept with statistics it was not trained with."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    saved = [layer.momentum for layer in layers]
+    n = len(next(iter(x.values())))
+    try:
+        for i, start in enumerate(range(0, n, batch)):
+            for layer in layers:
+                layer.momentum = i / (i + 1)
+            model({k: v[start:start + batch] for k, v in x.items()}, training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+
+
+def _calibration_inputs(xtr, seed: int, n: int = 4096) -> dict[str, np.ndarray]:
+    """Up to ``n`` normalised training inputs for :func:`recalibrate_batch_norm` (a seeded random subset; from
+    the first blocks of a stream)."""
+    if isinstance(xtr, BlockStream):
+        split, size = xtr.split, min(n, len(xtr.split))
+        raw = {name: np.concatenate([split.read(key, s, min(s + split.block, size))
+                                     for s in range(0, size, split.block)]) for name, key in xtr.keys.items()}
+        return norm_mod.apply_inputs(raw, xtr.norm)[0]
+    total = len(next(iter(xtr.values())))
+    pick = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
+    return {k: v[pick] for k, v in xtr.items()}
+
+
 def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
                seed: int, data: tuple, checkpoint: Path, log: logging.Logger, backup_dir: Path | None = None):
     import keras
@@ -336,6 +372,16 @@ def _fit_keras(name: str, shapes: Mapping[str, tuple[int, ...]], n_classes: int,
             keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
             keras.callbacks.LambdaCallback(on_epoch_end=log_epoch),
         ]
+        calibration = _calibration_inputs(xtr, seed)
+
+        class PreciseBatchNorm(keras.callbacks.Callback):
+            """Moving BN statistics recomputed before each validation, so early stopping and the checkpoint
+            see the model as it will predict."""
+
+            def on_test_begin(self, logs=None):
+                recalibrate_batch_norm(self.model, calibration)
+
+        callbacks.insert(0, PreciseBatchNorm())
         if backup_dir is not None:  # resumable: an interrupted job restarts from its last finished epoch
             callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
         fitted = model.fit(ds_train, validation_data=ds_val, epochs=epochs, callbacks=callbacks, verbose=0,
