@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import count
 
+from cropflow.models.common import training_defaults
+
 FAMILY = "keras"
 KIND = "patch"
 DEFAULTS: dict[str, object] = {
@@ -22,14 +24,7 @@ DEFAULTS: dict[str, object] = {
     "kernel_size": 3,
     "dense": [256],
     "dropout": 0.4,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 128,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(batch_size=128),
 }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from itertools import count
 
 from cropflow.models.cnn3d import patch_shape, units
+from cropflow.models.common import training_defaults
 
 FAMILY = "keras"
 KIND = "patch"
@@ -28,14 +29,7 @@ DEFAULTS: dict[str, object] = {
     "filters2d": 64,
     "dense": [256, 128],
     "dropout": 0.4,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 128,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(batch_size=128),
 }
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import count
 
+from cropflow.models.common import training_defaults
+
 FAMILY = "keras"
 KIND = "pixel"
 DEFAULTS: dict[str, object] = {
@@ -39,14 +41,7 @@ DEFAULTS: dict[str, object] = {
     "lstm_dense": 512,
     "dense": 256,
     "dropout": 0.3,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 256,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(),
 }
 
 

@@ -27,6 +27,7 @@ import keras
 from keras import ops
 
 from cropflow.models.cnn3d import patch_shape, units
+from cropflow.models.common import training_defaults
 
 FAMILY = "keras"
 KIND = "patch"
@@ -36,14 +37,7 @@ DEFAULTS: dict[str, object] = {
     "layers": 3,
     "dense": [256],
     "dropout": 0.4,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 128,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(batch_size=128),
 }
 
 

@@ -24,6 +24,7 @@ from itertools import count
 import keras
 
 from cropflow.models.cnn3d import patch_shape, units
+from cropflow.models.common import training_defaults
 from cropflow.models.convstar import centre_pixel, star_stack, time_first
 
 FAMILY = "keras"
@@ -38,14 +39,7 @@ DEFAULTS: dict[str, object] = {
     "readout": "flatten",
     "dense": [256, 128],
     "dropout": 0.4,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 128,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 1e-4,
+    **training_defaults(batch_size=128, weight_decay=1e-4),
 }
 
 

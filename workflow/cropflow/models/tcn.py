@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import count
 
+from cropflow.models.common import training_defaults
+
 FAMILY = "keras"
 KIND = "pixel"
 DEFAULTS: dict[str, object] = {
@@ -33,14 +35,7 @@ DEFAULTS: dict[str, object] = {
     "levels": 3,
     "dense": 128,
     "dropout": 0.2,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 256,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(),
 }
 
 

@@ -28,6 +28,8 @@ from itertools import count
 
 import numpy as np
 
+from cropflow.models.common import training_defaults
+
 FAMILY = "keras"
 KIND = "pixel"
 DEFAULTS: dict[str, object] = {
@@ -37,14 +39,7 @@ DEFAULTS: dict[str, object] = {
     "ff": 256,
     "dropout": 0.1,
     "dense": 128,
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 256,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(),
 }
 
 

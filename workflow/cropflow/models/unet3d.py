@@ -39,6 +39,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import count
 
+from cropflow.models.common import training_defaults
+
 FAMILY = "keras"
 KIND = "patch"
 TIME_REDUCTIONS = ("conv", "mean")
@@ -47,14 +49,7 @@ DEFAULTS: dict[str, object] = {
     "filters": 16,
     "kernel_size": 3,
     "time_reduction": "conv",
-    # training (cropflow.training)
-    "epochs": 50,
-    "batch_size": 32,
-    "learning_rate": 0.001,
-    "patience": 8,
-    "imbalance": "none",
-    "mixed_precision": False,
-    "weight_decay": 0.0,
+    **training_defaults(batch_size=32),
 }
 
 
