@@ -1,6 +1,7 @@
 import joblib
 import numpy as np
 import pytest
+from zoo import K, separable
 
 from cropflow import models, training
 from cropflow.models import conv1d_rf, load_trained
@@ -10,23 +11,10 @@ from cropflow.sampleset import SampleSet
 SHAPES = {"s2": (6, 2), "s1": (8, 3)}
 TINY = {"filters": 4, "kernel_sizes": [1, 3], "modules": 1, "dense": 16, "dropout": 0.1, "epochs": 3,
         "batch_size": 16, "learning_rate": 0.01, "patience": 2, "n_estimators": 20, "n_jobs": 2}
-K = 4
 CLASS_IDS = [10, 20, 30, 40]
 
 # keras' own .keras writer triggers a numpy 2 __array__ DeprecationWarning per variable; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
-
-
-def separable(shapes, n_per_class, seed):
-    """Inputs in [0, 1] whose class is the time profile of every channel: rising, falling, flat or peaked."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(K), n_per_class)
-    x = {}
-    for name, (t, c) in shapes.items():
-        s = np.linspace(0, 1, t)
-        profiles = np.stack([s, 1 - s, np.full(t, 0.5), np.sin(np.pi * s)])
-        x[name] = (profiles[y][:, :, None] + rng.normal(0, 0.05, (y.size, t, c))).astype(np.float32)
-    return x, y
 
 
 def sampleset(n_per_class, seed):

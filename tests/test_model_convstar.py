@@ -1,28 +1,13 @@
 import keras
 import numpy as np
 import pytest
+from zoo import PATCH, TINY, separable
 
 from cropflow.models import convstar
 from cropflow.models.convstar import ConvSTAR2D
 
-SHAPES = {"s1": (5, 5, 6, 3), "s2": (5, 5, 4, 2)}
-TINY = {"filters": 6, "layers": 2, "dense": [16], "dropout": 0.1}
-
-# keras' own .keras writer triggers a numpy 2 __array__ DeprecationWarning per variable; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
-
-
-def patches(shapes, n, k=3, seed=0):
-    """Patches whose centre-pixel class is written in the time profile of every pixel: rising, falling, flat."""
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % k
-    x = {}
-    for name, (h, w, t, c) in shapes.items():
-        profiles = np.stack([np.linspace(0, 1, t), np.linspace(1, 0, t), np.full(t, 0.5)])[:k]
-        x[name] = (profiles[y][:, None, None, :, None] + rng.normal(0, 0.1, (n, h, w, t, c))).astype(np.float32)
-    return x, y
-
+SHAPES = PATCH
+TINY = TINY["convstar"]
 
 # ------------------------------------------------------------------------------------------ the ConvSTAR cell
 
@@ -109,18 +94,7 @@ def test_module_attributes():
     assert convstar.FAMILY == "keras" and convstar.KIND == "patch"
     d = convstar.DEFAULTS
     assert (d["filters"], d["kernel_size"], d["layers"]) == (64, 3, 3)
-    assert (d["epochs"], d["batch_size"], d["learning_rate"], d["patience"], d["imbalance"], d["mixed_precision"],
-            d["weight_decay"]) == (50, 128, 0.001, 8, "none", False, 0.0)
-
-
-@pytest.mark.parametrize("shapes", [{"s1": SHAPES["s1"]}, SHAPES], ids=["one-input", "two-inputs"])
-def test_output_is_a_float32_distribution_per_sample(shapes):
-    model = convstar.build(shapes, 4, TINY, seed=1)
-    assert [i.name for i in model.inputs] == sorted(shapes)
-    x, _ = patches(shapes, 32)
-    out = model(x, training=False)
-    assert tuple(out.shape) == (32, 4) and keras.backend.standardize_dtype(out.dtype) == "float32"
-    np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
+    assert d["batch_size"] == 128
 
 
 def test_stacked_layers_and_centre_pixel_features():
@@ -133,53 +107,6 @@ def test_stacked_layers_and_centre_pixel_features():
     # the centre crop is the pixel (2, 2) of the 5 x 5 state map
     features = keras.Model(model.inputs, [model.get_layer("s1_star2").output,
                                           model.get_layer("s1_centre_features").output])
-    x, _ = patches(SHAPES, 2)
+    x, _ = separable(SHAPES, 1)
     state, centre = (np.asarray(a) for a in features(x))
     np.testing.assert_array_equal(centre, state[:, 2, 2, :])
-
-
-def test_softmax_stays_float32_under_mixed_precision():
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_float16")
-    try:
-        model = convstar.build(SHAPES, 3, TINY, seed=1)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-    assert model.get_layer("s1_star0").compute_dtype == "float16"
-    x, _ = patches(SHAPES, 4)
-    out = model(x, training=False)
-    assert keras.backend.standardize_dtype(out.dtype) == "float32" and tuple(out.shape) == (4, 3)
-    assert np.isfinite(np.asarray(out)).all()
-
-
-def test_training_steps_reduce_loss():
-    x, y = patches(SHAPES, 32)
-    model = convstar.build(SHAPES, 3, TINY, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    loss = model.fit(x, y, epochs=20, batch_size=32, shuffle=False, verbose=0).history["loss"]
-    assert loss[-1] < 0.8 * loss[0]
-
-
-def test_seed_sets_initial_weights():
-    w0 = convstar.build(SHAPES, 3, TINY, seed=0).get_weights()
-    w0b = convstar.build(SHAPES, 3, TINY, seed=0).get_weights()
-    w1 = convstar.build(SHAPES, 3, TINY, seed=1).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(w0, w0b))
-    assert not np.array_equal(w0[0], w1[0])
-
-
-def test_save_and_load_round_trip(tmp_path):
-    model = convstar.build(SHAPES, 3, TINY, seed=0)
-    path = tmp_path / "convstar.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded.get_layer("s1_star0"), ConvSTAR2D)
-    x, _ = patches(SHAPES, 8)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
-
-
-def test_wrong_rank_and_classes():
-    with pytest.raises(ValueError, match=r"convstar: input 's2' must have a per-sample patch shape"):
-        convstar.build({"s1": (5, 5, 6, 3), "s2": (5, 6, 3)}, 3, TINY, seed=0)
-    with pytest.raises(ValueError, match="convstar: n_classes"):
-        convstar.build(SHAPES, 1, TINY, seed=0)

@@ -4,6 +4,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import zoo
 from pathlib import Path
 
 from cropflow import models, training
@@ -25,14 +26,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 
 def separable(shapes, n_per_class, seed, k=3):
-    """Inputs whose class is written in the time profile of every channel: class c rises, falls or is flat."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(k), n_per_class)
-    x = {}
-    for name, (t, c) in shapes.items():
-        profiles = np.stack([np.linspace(0, 1, t), np.linspace(1, 0, t), np.full(t, 0.5)])[:k]
-        x[name] = (profiles[y][:, :, None] * 10 + rng.normal(0, 0.3, (y.size, t, c))).astype(np.float32)
-    return x, y
+    """Raw-scale inputs (0 to 10) whose class is the time profile of every channel: rising, falling or flat."""
+    return zoo.separable(shapes, n_per_class, seed, k=k, noise=0.3, scale=10.0)
 
 
 def sampleset(shapes, n_per_class, seed):
@@ -41,32 +36,6 @@ def sampleset(shapes, n_per_class, seed):
               for name, (t, c) in shapes.items()}
     return SampleSet(x=x, y=np.asarray(CLASS_IDS)[y], parcel_id=np.arange(y.size), tile_index=np.zeros(y.size, int),
                      inputs=inputs, class_ids=CLASS_IDS, class_names=NAMES)
-
-
-@pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
-def test_tempcnn_builds_named_inputs_and_output_shape(shapes):
-    model = build("tempcnn", shapes, 4, TINY_CNN, seed=1)
-    assert sorted(i.name for i in model.inputs) == sorted(shapes)
-    x, _ = separable(shapes, 2, 0)
-    out = np.asarray(model(x, training=False))
-    assert out.shape == (6, 4)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
-
-
-def test_tempcnn_softmax_stays_float32_under_mixed_precision():
-    import keras
-
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_float16")
-    try:
-        model = build("tempcnn", DOUBLE, 3, TINY_CNN, seed=1)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-    assert model.get_layer("s1_conv0").compute_dtype == "float16"
-    x, _ = separable(DOUBLE, 2, 0)
-    out = model(x, training=False)
-    assert keras.backend.standardize_dtype(out.dtype) == "float32" and tuple(out.shape) == (6, 3)
 
 
 @pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
@@ -89,31 +58,6 @@ def test_rf_defaults_follow_the_study():
 def test_flatten_inputs_is_time_major_in_sorted_name_order():
     x = {"s2": np.arange(6).reshape(1, 3, 2), "coh": np.array([[[100], [101]]])}
     np.testing.assert_array_equal(flatten_inputs(x), [[100, 101, 0, 1, 2, 3, 4, 5]])
-
-
-@pytest.mark.parametrize("shapes", [SINGLE, DOUBLE], ids=["one-input", "two-inputs"])
-def test_tempcnn_training_steps_reduce_loss(shapes):
-    model = build("tempcnn", shapes, 3, TINY_CNN, seed=0)
-    training.compile_model(model, TINY_CNN)
-    x, y = separable(shapes, 20, 0)
-    x = {k: (v - v.min()) / (v.max() - v.min()) for k, v in x.items()}
-
-    def loss() -> float:
-        p = np.asarray(model(x, training=False))
-        return float(-np.mean(np.log(p[np.arange(y.size), y])))
-
-    before = loss()
-    for _ in range(5):
-        model.train_on_batch(x, y)
-    assert loss() < before
-
-
-def test_tempcnn_seed_sets_initial_weights():
-    w0 = build("tempcnn", SINGLE, 3, TINY_CNN, seed=0).get_weights()
-    w0b = build("tempcnn", SINGLE, 3, TINY_CNN, seed=0).get_weights()
-    w1 = build("tempcnn", SINGLE, 3, TINY_CNN, seed=1).get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(w0, w0b))
-    assert not np.array_equal(w0[0], w1[0])
 
 
 def test_rf_fit_beats_uniform_loss():
