@@ -21,19 +21,6 @@ def test_defaults_follow_science():
     assert atlstm.KIND == "pixel" and atlstm.FAMILY == "keras"
 
 
-def test_attention_layer_is_n_by_t_and_sums_to_one():
-    import keras
-
-    model = atlstm.build(SHAPES, 3, TINY, seed=1)
-    x, _ = separable(SHAPES, 4, k=3)
-    for name, (t, _) in SHAPES.items():
-        attention = keras.Model(model.inputs, model.get_layer(f"{name}_attention").output)
-        a = np.asarray(attention.predict(x, verbose=0))
-        assert a.shape == (12, t)
-        assert (a >= 0).all()
-        np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-5)
-
-
 def test_attention_follows_eq_5_4():
     """a = softmax_t((W h_t + b) . h_last) and the features are [sum_t a_t h_t, h_last]."""
     import keras
@@ -58,4 +45,3 @@ def test_forward_and_backward_lstm_start_different():
     bilstm = atlstm.build(SHAPES, 3, TINY, seed=3).get_layer("s1_bilstm")
     assert not np.array_equal(np.asarray(bilstm.forward_layer.cell.kernel),
                               np.asarray(bilstm.backward_layer.cell.kernel))
-

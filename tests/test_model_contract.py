@@ -126,3 +126,17 @@ def test_bad_classes_and_no_inputs_name_the_model(name):
         spec.build(SHAPES[spec.kind], 1, params, 0)
     with pytest.raises(ValueError, match=f"{name}: at least one input"):
         spec.build({}, K, params, 0)
+
+
+@pytest.mark.parametrize("name", ["transformer", "atlstm", "conv1d_lstm"])
+def test_attention_models_expose_weights_over_time_per_input(name):
+    """cropflow.interpret reads the layers f"{input}_attention": (N, T), non-negative, summing to 1 over time."""
+    import keras
+
+    model = build(name, seed=1)
+    x, _ = data(name, 3)
+    for input_name, (t, _) in SHAPES["pixel"].items():
+        attention = keras.Model(model.inputs, model.get_layer(f"{input_name}_attention").output)
+        a = np.asarray(attention.predict(x, verbose=0))
+        assert a.shape == (3 * K, t) and (a >= 0).all()
+        np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-5)

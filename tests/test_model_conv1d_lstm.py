@@ -32,18 +32,6 @@ def test_default_architecture():
     assert model.get_layer("s2_lstm_dense").units == 512
 
 
-def test_attention_weights_per_input():
-    import keras
-
-    model = conv1d_lstm.build(SHAPES, K, TINY, seed=0)
-    x, _ = separable(SHAPES, 2)
-    for name, (t, _) in SHAPES.items():
-        att = np.asarray(keras.Model(model.inputs, model.get_layer(f"{name}_attention").output)(x))
-        assert att.shape == (8, t)
-        assert (att > 0).all()
-        np.testing.assert_allclose(att.sum(axis=1), 1.0, rtol=1e-5)
-
-
 def test_attention_context_is_weighted_sum_of_states():
     """context = sum_t a_t h_t with a_t = softmax_t(v^T tanh(W h_t)) (Eq. 3-19 to 3-21)."""
     import keras
