@@ -57,3 +57,23 @@ def test_s1_extract_writes_the_safe_and_rejects_a_zip_named_after_another_produc
     wrong = tmp_path / "safe" / "S1B_IW_SLC__1SDV_20210413T052622_20210413T052650_026444_032297_0000.SAFE"
     assert cli.main(["s1-extract", "--product", str(zips[0]), "--out", str(wrong)]) == 1
     assert "rename the zip" in caplog.text and not wrong.exists()
+
+
+def test_shipped_config_overlays_validate_and_the_zoo_enables_every_model():
+    import yaml
+    from snakemake.utils import validate
+
+    from cropflow.models import MODEL_MODULES, resolve_params
+
+    def load(name):
+        return yaml.safe_load((REPO / "config" / name).read_text())
+
+    for overlays in (["demo.yaml"], ["demo.yaml", "zoo.yaml"]):
+        config = load("config.yaml")
+        for name in overlays:
+            config = cli._merge(config, load(name))
+        validate(config, str(REPO / "config" / "schema.yaml"))
+        for model in config["models"]["enabled"]:
+            resolve_params(model, config["models"][model])
+    assert sorted(config["models"]["enabled"]) == sorted(MODEL_MODULES)
+    assert config["samples"]["patches"] and config["fusion"]["enabled"]
