@@ -18,9 +18,8 @@ layer (Bidirectional would otherwise copy the forward layer's seeded initialiser
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults
 
 FAMILY = "keras"
 KIND = "pixel"
@@ -32,52 +31,36 @@ DEFAULTS: dict[str, object] = {
 }
 
 
-def _check(inputs: Mapping[str, tuple[int, ...]], n_classes: int, p: Mapping[str, object]) -> None:
-    if not inputs:
-        raise ValueError("atlstm: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"atlstm: n_classes must be at least 2, got {n_classes}")
-    for name, shape in inputs.items():
-        if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"atlstm: input '{name}' must have a per-sample shape (T, C), got {tuple(shape)}")
-    if int(p["units"]) < 1:
-        raise ValueError(f"atlstm: units must be at least 1, got {p['units']}")
-
-
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
     """The (uncompiled) AtLSTM keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
+    shapes = check_inputs("atlstm", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
-    _check(inputs, n_classes, p)
     units, dense, rate = int(p["units"]), int(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    if units < 1:
+        raise ValueError(f"atlstm: units must be at least 1, got {p['units']}")
+    seeds = Seeds(seed)
 
     def lstm(name: str, backwards: bool):
         return keras.layers.LSTM(units, return_sequences=True, return_state=True, go_backwards=backwards,
-                                 kernel_initializer=glorot(),
-                                 recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)), name=name)
+                                 kernel_initializer=seeds.glorot(), recurrent_initializer=seeds.orthogonal(),
+                                 name=name)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        inp = keras.Input(shape=tuple(int(s) for s in inputs[name]), name=name)
+    for name, shape in shapes.items():
+        inp = keras.Input(shape=shape, name=name)
         states, h_fwd, _, h_bwd, _ = keras.layers.Bidirectional(
             lstm(f"{name}_lstm_forward", False), backward_layer=lstm(f"{name}_lstm_backward", True),
             name=f"{name}_bilstm")(inp)
         h_last = keras.layers.Concatenate(name=f"{name}_last_state")([h_fwd, h_bwd])
         # Eq. 5-4: score_t = (W h_t + b) . h_last, a = softmax over t, context = sum_t a_t h_t
-        keys = keras.layers.Dense(2 * units, kernel_initializer=glorot(), name=f"{name}_attention_dense")(states)
+        keys = keras.layers.Dense(2 * units, kernel_initializer=seeds.glorot(),
+                                  name=f"{name}_attention_dense")(states)
         scores = keras.layers.Dot(axes=(2, 1), name=f"{name}_attention_scores")([keys, h_last])
         weights = keras.layers.Softmax(axis=-1, dtype="float32", name=f"{name}_attention")(scores)
         context = keras.layers.Dot(axes=(1, 1), name=f"{name}_context")([weights, states])
         branches.append(keras.layers.Concatenate(name=f"{name}_features")([context, h_last]))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name="dense")(h)
-    h = keras.layers.Dropout(rate, seed=next(seeds), name="dense_dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, [dense], rate, n_classes, seeds, names=[("dense", "dense_dropout")])
     return keras.Model(inputs=model_inputs, outputs=out, name="atlstm")

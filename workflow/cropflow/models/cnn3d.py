@@ -13,9 +13,8 @@ without touching global random state.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import count
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults, units
 
 FAMILY = "keras"
 KIND = "patch"
@@ -28,54 +27,32 @@ DEFAULTS: dict[str, object] = {
 }
 
 
-def units(value: object) -> list[int]:
-    """A layer-width parameter as a list of ints (a single int is one layer)."""
-    if isinstance(value, (int, float)):
-        return [int(value)]
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [int(v) for v in value]
-    raise ValueError(f"expected an int or a list of ints, got {value!r}")
-
-
-def patch_shape(model: str, name: str, shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """``shape`` as a per-sample patch shape (h, w, T, C); ValueError naming ``model`` and ``name`` otherwise."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"{model}: input '{name}' must have a per-sample patch shape (h, w, T, C), got {shape}")
-    return shape  # type: ignore[return-value]
+def conv3d_block(keras, h, filters: Sequence[int], kernel: int, seeds: Seeds, name: str, tag: str = ""):
+    """``filters`` x [Conv3D(k x k x k, padding="same") -> BatchNorm -> ReLU] over (h, w, T) of ``h``; layer i is
+    named f"{name}_conv{tag}{i}", f"{name}_bn{tag}{i}" and f"{name}_relu{tag}{i}"."""
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv3D(f, kernel, padding="same", kernel_initializer=seeds.glorot(),
+                                name=f"{name}_conv{tag}{i}")(h)
+        h = keras.layers.BatchNormalization(name=f"{name}_bn{tag}{i}")(h)
+        h = keras.layers.Activation("relu", name=f"{name}_relu{tag}{i}")(h)
+    return h
 
 
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
     """The (uncompiled) 3D-CNN keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("cnn3d: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"cnn3d: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("cnn3d", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters, kernel = units(p["filters"]), int(p["kernel_size"])
     dense, rate = units(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        inp = keras.Input(shape=patch_shape("cnn3d", name, inputs[name]), name=name)
-        h = inp
-        for i, f in enumerate(filters):
-            h = keras.layers.Conv3D(f, kernel, padding="same", kernel_initializer=glorot(),
-                                    name=f"{name}_conv{i}")(h)
-            h = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(h)
-            h = keras.layers.Activation("relu", name=f"{name}_relu{i}")(h)
+    for name, shape in shapes.items():
+        inp = keras.Input(shape=shape, name=name)
+        h = conv3d_block(keras, inp, filters, kernel, seeds, name)
         branches.append(keras.layers.GlobalAveragePooling3D(name=f"{name}_pool")(h))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    for i, u in enumerate(dense):
-        h = keras.layers.Dense(u, activation="relu", kernel_initializer=glorot(), name=f"dense{i}")(h)
-        h = keras.layers.Dropout(rate, seed=next(seeds), name=f"dense_dropout{i}")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, dense, rate, n_classes, seeds)
     return keras.Model(inputs=model_inputs, outputs=out, name="cnn3d")

@@ -16,10 +16,9 @@ size. Every weight initialiser and dropout layer gets its own seed derived from 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
-from cropflow.models.cnn3d import patch_shape, units
-from cropflow.models.common import training_defaults
+from cropflow.models.cnn3d import conv3d_block
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults, units
 
 FAMILY = "keras"
 KIND = "patch"
@@ -33,43 +32,33 @@ DEFAULTS: dict[str, object] = {
 }
 
 
+def conv2d_unit(keras, h, filters: int, kernel: int, seeds: Seeds, name: str):
+    """Conv2D(filters, k x k, padding="same") -> BatchNorm -> ReLU over a map (N, h, w, F), named
+    f"{name}_conv2d", f"{name}_bn2d" and f"{name}_relu2d"."""
+    h = keras.layers.Conv2D(filters, kernel, padding="same", kernel_initializer=seeds.glorot(),
+                            name=f"{name}_conv2d")(h)
+    h = keras.layers.BatchNormalization(name=f"{name}_bn2d")(h)
+    return keras.layers.Activation("relu", name=f"{name}_relu2d")(h)
+
+
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
     """The (uncompiled) 3D-2D CNN keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("cnn3d2d: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"cnn3d2d: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("cnn3d2d", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters3d, kernel, filters2d = units(p["filters3d"]), int(p["kernel_size"]), int(p["filters2d"])
     dense, rate = units(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        rows, cols, steps, _ = shape = patch_shape("cnn3d2d", name, inputs[name])
+    for name, shape in shapes.items():
+        rows, cols, steps, _ = shape
         inp = keras.Input(shape=shape, name=name)
-        h = inp
-        for i, f in enumerate(filters3d):
-            h = keras.layers.Conv3D(f, kernel, padding="same", kernel_initializer=glorot(),
-                                    name=f"{name}_conv3d{i}")(h)
-            h = keras.layers.BatchNormalization(name=f"{name}_bn3d{i}")(h)
-            h = keras.layers.Activation("relu", name=f"{name}_relu3d{i}")(h)
+        h = conv3d_block(keras, inp, filters3d, kernel, seeds, name, tag="3d")
         h = keras.layers.Reshape((rows, cols, steps * filters3d[-1]), name=f"{name}_to2d")(h)
-        h = keras.layers.Conv2D(filters2d, kernel, padding="same", kernel_initializer=glorot(),
-                                name=f"{name}_conv2d")(h)
-        h = keras.layers.BatchNormalization(name=f"{name}_bn2d")(h)
-        h = keras.layers.Activation("relu", name=f"{name}_relu2d")(h)
+        h = conv2d_unit(keras, h, filters2d, kernel, seeds, name)
         branches.append(keras.layers.Flatten(name=f"{name}_flatten")(h))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    for i, u in enumerate(dense):
-        h = keras.layers.Dense(u, activation="relu", kernel_initializer=glorot(), name=f"dense{i}")(h)
-        h = keras.layers.Dropout(rate, seed=next(seeds), name=f"dense_dropout{i}")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, dense, rate, n_classes, seeds)
     return keras.Model(inputs=model_inputs, outputs=out, name="cnn3d2d")

@@ -14,56 +14,49 @@ Every weight initialiser and dropout layer gets its own seed derived from ``seed
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import count
+from collections.abc import Mapping
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, positive_ints, training_defaults
 
 FAMILY = "keras"
 KIND = "pixel"
-DEFAULTS: dict[str, object] = {
-    "filters": 32,
-    "stem_kernel": 3,
-    "kernel_sizes": [1, 3, 5],
-    "modules": 2,
-    "dense": 512,
-    "dropout": 0.3,
-    **training_defaults(),
-}
 FEATURES_LAYER = "trunk_features"
+
+
+def architecture_defaults() -> dict[str, object]:
+    """The network's keys, which the Conv1D-RF trunk (cropflow.models.conv1d_rf) shares."""
+    return {
+        "filters": 32,
+        "stem_kernel": 3,
+        "kernel_sizes": [1, 3, 5],
+        "modules": 2,
+        "dense": 512,
+        "dropout": 0.3,
+    }
+
+
+DEFAULTS: dict[str, object] = {**architecture_defaults(), **training_defaults()}
 
 
 def kernel_list(value: object) -> list[int]:
     """Kernel sizes from a list/tuple of ints or a comma-separated string ("1,3,5"); ValueError when empty or < 1."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or not items:
-        raise ValueError(f"conv1d: kernel_sizes must be a non-empty list of positive ints, got {value!r}")
-    sizes = [int(k) for k in items]
-    if min(sizes) < 1:
-        raise ValueError(f"conv1d: kernel_sizes must be positive, got {sizes}")
-    return sizes
+    return positive_ints("conv1d", "kernel_sizes", value)
 
 
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
     """The (uncompiled) Conv1D-inception keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("conv1d: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"conv1d: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("conv1d", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters, stem_kernel, n_modules = int(p["filters"]), int(p["stem_kernel"]), int(p["modules"])
     kernels, dense, rate = kernel_list(p["kernel_sizes"]), int(p["dense"]), float(p["dropout"])
     if filters < 1 or stem_kernel < 1 or n_modules < 0 or dense < 1:
         raise ValueError(f"conv1d: filters, stem_kernel, dense must be >= 1 and modules >= 0, got {p}")
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     def conv(h, width: int, kernel: int, name: str):
-        return keras.layers.Conv1D(width, kernel, padding="same", kernel_initializer=glorot(), name=name)(h)
+        return keras.layers.Conv1D(width, kernel, padding="same", kernel_initializer=seeds.glorot(), name=name)(h)
 
     def inception(h, prefix: str):
         branches = [conv(h, filters, k, f"{prefix}_k{k}") for k in kernels]
@@ -74,10 +67,7 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
         return keras.layers.Activation("relu", name=f"{prefix}_relu")(h)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 2:
-            raise ValueError(f"conv1d: input '{name}' must have a per-sample shape (T, C), got {shape}")
+    for name, shape in shapes.items():
         inp = keras.Input(shape=shape, name=name)
         h = conv(inp, filters, stem_kernel, f"{name}_stem")
         h = keras.layers.BatchNormalization(name=f"{name}_stem_bn")(h)
@@ -86,9 +76,5 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
             h = inception(h, f"{name}_inception{i}")
         branches.append(keras.layers.GlobalAveragePooling1D(name=f"{name}_gap")(h))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name=FEATURES_LAYER)(h)
-    h = keras.layers.Dropout(rate, seed=next(seeds), name="dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, [dense], rate, n_classes, seeds, names=[(FEATURES_LAYER, "dropout")])
     return keras.Model(inputs=model_inputs, outputs=out, name="conv1d")

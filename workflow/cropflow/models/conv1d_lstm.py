@@ -25,10 +25,9 @@ layer gets its own seed derived from ``seed``; the backward LSTM gets seeds of i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import count
+from collections.abc import Mapping
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, positive_ints, training_defaults
 
 FAMILY = "keras"
 KIND = "pixel"
@@ -47,23 +46,14 @@ DEFAULTS: dict[str, object] = {
 
 def int_list(key: str, value: object) -> list[int]:
     """Positive ints from a list/tuple or a comma-separated string ("3,3,5"); ValueError naming ``key`` otherwise."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or not items:
-        raise ValueError(f"conv1d_lstm: {key} must be a non-empty list of positive ints, got {value!r}")
-    out = [int(v) for v in items]
-    if min(out) < 1:
-        raise ValueError(f"conv1d_lstm: {key} must be positive, got {out}")
-    return out
+    return positive_ints("conv1d_lstm", key, value)
 
 
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object], seed: int):
     """The (uncompiled) Conv1D-LSTM keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("conv1d_lstm: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"conv1d_lstm: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("conv1d_lstm", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     kernels = int_list("conv_kernels", p["conv_kernels"])
     widths = int_list("conv_filters", p["conv_filters"])
@@ -73,53 +63,44 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     lstm_dense, dense, rate = int(p["lstm_dense"]), int(p["dense"]), float(p["dropout"])
     if min(conv_dense, units, att_units, lstm_dense, dense) < 1:
         raise ValueError(f"conv1d_lstm: layer sizes must be >= 1, got {p}")
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     def lstm(backwards: bool, name: str):
-        return keras.layers.LSTM(units, return_sequences=True, go_backwards=backwards, kernel_initializer=glorot(),
-                                 recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)), name=name)
+        return keras.layers.LSTM(units, return_sequences=True, go_backwards=backwards,
+                                 kernel_initializer=seeds.glorot(), recurrent_initializer=seeds.orthogonal(), name=name)
 
     def conv_branch(h, name: str):
         pooled = []
         for i, (kernel, width) in enumerate(zip(kernels, widths)):
             prefix = f"{name}_conv{i}"
-            y = keras.layers.Conv1D(width, kernel, padding="same", kernel_initializer=glorot(), name=prefix)(h)
+            y = keras.layers.Conv1D(width, kernel, padding="same", kernel_initializer=seeds.glorot(), name=prefix)(h)
             y = keras.layers.BatchNormalization(name=f"{prefix}_bn")(y)
             if h.shape[-1] != width:
-                h = keras.layers.Conv1D(width, 1, kernel_initializer=glorot(), name=f"{prefix}_skip")(h)
+                h = keras.layers.Conv1D(width, 1, kernel_initializer=seeds.glorot(), name=f"{prefix}_skip")(h)
             h = keras.layers.Add(name=f"{prefix}_add")([h, y])
             h = keras.layers.Activation("relu", name=f"{prefix}_relu")(h)
             g = keras.layers.GlobalAveragePooling1D(name=f"{prefix}_gap")(h)
-            pooled.append(keras.layers.Dense(conv_dense, activation="relu", kernel_initializer=glorot(),
+            pooled.append(keras.layers.Dense(conv_dense, activation="relu", kernel_initializer=seeds.glorot(),
                                              name=f"{prefix}_dense")(g))
         return pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name=f"{name}_conv_concat")(pooled)
 
     def lstm_branch(h, name: str, steps: int):
         h = keras.layers.Bidirectional(lstm(False, f"{name}_lstm_forward"),
                                        backward_layer=lstm(True, f"{name}_lstm_backward"), name=f"{name}_bilstm")(h)
-        u = keras.layers.Dense(att_units, activation="tanh", use_bias=False, kernel_initializer=glorot(),
+        u = keras.layers.Dense(att_units, activation="tanh", use_bias=False, kernel_initializer=seeds.glorot(),
                                name=f"{name}_attention_w")(h)
-        score = keras.layers.Dense(1, use_bias=False, kernel_initializer=glorot(), name=f"{name}_attention_v")(u)
+        score = keras.layers.Dense(1, use_bias=False, kernel_initializer=seeds.glorot(),
+                                   name=f"{name}_attention_v")(u)
         score = keras.layers.Reshape((steps,), name=f"{name}_attention_score")(score)
         weights = keras.layers.Softmax(axis=-1, name=f"{name}_attention")(score)
         context = keras.layers.Dot(axes=(1, 1), name=f"{name}_attention_context")([weights, h])
-        return keras.layers.Dense(lstm_dense, activation="relu", kernel_initializer=glorot(),
+        return keras.layers.Dense(lstm_dense, activation="relu", kernel_initializer=seeds.glorot(),
                                   name=f"{name}_lstm_dense")(context)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 2:
-            raise ValueError(f"conv1d_lstm: input '{name}' must have a per-sample shape (T, C), got {shape}")
+    for name, shape in shapes.items():
         inp = keras.Input(shape=shape, name=name)
         branches += [conv_branch(inp, name), lstm_branch(inp, name, shape[0])]
         model_inputs[name] = inp
-    h = keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name="dense")(h)
-    h = keras.layers.Dropout(rate, seed=next(seeds), name="dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, [dense], rate, n_classes, seeds, names=[("dense", "dropout")])
     return keras.Model(inputs=model_inputs, outputs=out, name="conv1d_lstm")

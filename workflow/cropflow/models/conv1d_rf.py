@@ -28,17 +28,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from cropflow.models import conv1d, rf
+from cropflow.models.common import check_inputs
 
 FAMILY = "sklearn"
 KIND = "pixel"
 DEFAULTS: dict[str, object] = {
     # Conv1D trunk (cropflow.models.conv1d)
-    "filters": 32,
-    "stem_kernel": 3,
-    "kernel_sizes": [1, 3, 5],
-    "modules": 2,
-    "dense": 512,
-    "dropout": 0.3,
+    **conv1d.architecture_defaults(),
     # trunk training
     "epochs": 50,
     "batch_size": 256,
@@ -280,17 +276,8 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     ``params`` keys as in ``DEFAULTS``; ``imbalance`` is applied by the caller before ``fit`` (sample weights
     or oversampled samples); ``random_state`` of the trunk and the forest is ``seed``.
     """
-    if not inputs:
-        raise ValueError("conv1d_rf: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"conv1d_rf: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("conv1d_rf", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
-    shapes: dict[str, tuple[int, int]] = {}
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 2:
-            raise ValueError(f"conv1d_rf: input '{name}' must have a per-sample shape (T, C), got {shape}")
-        shapes[name] = shape  # type: ignore[assignment]
     if p["imbalance"] not in IMBALANCE:
         raise ValueError(f"conv1d_rf: imbalance must be one of {list(IMBALANCE)}, got {p['imbalance']!r}")
     fraction = float(p["validation_fraction"])

@@ -20,14 +20,12 @@ This module defines a registered keras layer, so importing it imports keras.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from itertools import count
+from collections.abc import Mapping
 
 import keras
 from keras import ops
 
-from cropflow.models.cnn3d import patch_shape, units
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults, units
 
 FAMILY = "keras"
 KIND = "patch"
@@ -124,7 +122,7 @@ class ConvSTAR2D(keras.layers.Layer):
         return config
 
 
-def star_stack(h, n_layers: int, filters: int, kernel: int, bidirectional: bool, name: str, seeds: Iterator[int]):
+def star_stack(h, n_layers: int, filters: int, kernel: int, bidirectional: bool, name: str, seeds: Seeds):
     """``n_layers`` stacked ConvSTAR2D layers over ``h`` (N, T, h, w, C) -> the last layer's final state.
 
     Each layer but the last passes its whole state sequence to the next. ``bidirectional``: every layer is a
@@ -141,8 +139,7 @@ def star_stack(h, n_layers: int, filters: int, kernel: int, bidirectional: bool,
             suffix = ("_bwd" if backwards else "_fwd") if bidirectional else ""
             outs.append(ConvSTAR2D(
                 filters, kernel, return_sequences=not last, go_backwards=backwards,
-                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
-                recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)),
+                kernel_initializer=seeds.glorot(), recurrent_initializer=seeds.orthogonal(),
                 name=f"{name}_star{i}{suffix}")(h))
         h = outs[0] if len(outs) == 1 else keras.layers.Concatenate(name=f"{name}_star{i}_concat")(outs)
     return h
@@ -164,27 +161,17 @@ def time_first(inp, name: str):
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
           seed: int) -> keras.Model:
     """The (uncompiled) ConvSTAR keras.Model with one named ``keras.Input`` per input key (sorted order)."""
-    if not inputs:
-        raise ValueError("convstar: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"convstar: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("convstar", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters, kernel, n_layers = int(p["filters"]), int(p["kernel_size"]), int(p["layers"])
     dense, rate = units(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
+    seeds = Seeds(seed)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        inp = keras.Input(shape=patch_shape("convstar", name, inputs[name]), name=name)
+    for name, shape in shapes.items():
+        inp = keras.Input(shape=shape, name=name)
         h = star_stack(time_first(inp, name), n_layers, filters, kernel, False, name, seeds)
         branches.append(centre_pixel(h, name))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    for i, u in enumerate(dense):
-        h = keras.layers.Dense(u, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(
-            seed=next(seeds)), name=f"dense{i}")(h)
-        h = keras.layers.Dropout(rate, seed=next(seeds), name=f"dense_dropout{i}")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32",
-                             kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, dense, rate, n_classes, seeds)
     return keras.Model(inputs=model_inputs, outputs=out, name="convstar")

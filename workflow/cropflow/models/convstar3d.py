@@ -19,12 +19,12 @@ patch's centre pixel. Every weight initialiser and dropout layer gets its own se
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
 import keras
 
-from cropflow.models.cnn3d import patch_shape, units
-from cropflow.models.common import training_defaults
+from cropflow.models.cnn3d import conv3d_block
+from cropflow.models.cnn3d2d import conv2d_unit
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults, units
 from cropflow.models.convstar import centre_pixel, star_stack, time_first
 
 FAMILY = "keras"
@@ -46,44 +46,25 @@ DEFAULTS: dict[str, object] = {
 def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping[str, object],
           seed: int) -> keras.Model:
     """The (uncompiled) 3D-ConvSTAR keras.Model with one named ``keras.Input`` per input key (sorted order)."""
-    if not inputs:
-        raise ValueError("convstar3d: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"convstar3d: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("convstar3d", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters3d, kernel = units(p["filters3d"]), int(p["kernel_size"])
     filters, n_layers, filters2d = int(p["filters"]), int(p["layers"]), int(p["filters2d"])
     readout, dense, rate = str(p["readout"]), units(p["dense"]), float(p["dropout"])
     if readout not in READOUTS:
         raise ValueError(f"convstar3d: readout must be one of {READOUTS}, got {readout!r}")
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        inp = keras.Input(shape=patch_shape("convstar3d", name, inputs[name]), name=name)
-        h = inp
-        for i, f in enumerate(filters3d):
-            h = keras.layers.Conv3D(f, kernel, strides=1, padding="same", kernel_initializer=glorot(),
-                                    name=f"{name}_conv3d{i}")(h)
-            h = keras.layers.BatchNormalization(name=f"{name}_bn3d{i}")(h)
-            h = keras.layers.Activation("relu", name=f"{name}_relu3d{i}")(h)
+    for name, shape in shapes.items():
+        inp = keras.Input(shape=shape, name=name)
+        h = conv3d_block(keras, inp, filters3d, kernel, seeds, name, tag="3d")  # stride 1: the patch keeps its size
         h = star_stack(time_first(h, name), n_layers, filters, kernel, True, name, seeds)
-        h = keras.layers.Conv2D(filters2d, kernel, padding="same", kernel_initializer=glorot(),
-                                name=f"{name}_conv2d")(h)
-        h = keras.layers.BatchNormalization(name=f"{name}_bn2d")(h)
-        h = keras.layers.Activation("relu", name=f"{name}_relu2d")(h)
+        h = conv2d_unit(keras, h, filters2d, kernel, seeds, name)
         if readout == "centre":
             branches.append(centre_pixel(h, name))
         else:
             branches.append(keras.layers.Flatten(name=f"{name}_flatten")(h))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    for i, u in enumerate(dense):
-        h = keras.layers.Dense(u, activation="relu", kernel_initializer=glorot(), name=f"dense{i}")(h)
-        h = keras.layers.Dropout(rate, seed=next(seeds), name=f"dense_dropout{i}")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, dense, rate, n_classes, seeds)
     return keras.Model(inputs=model_inputs, outputs=out, name="convstar3d")

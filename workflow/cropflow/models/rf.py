@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
+from cropflow.models.common import check_inputs
+
 FAMILY = "sklearn"
 DEFAULTS: dict[str, object] = {
     "n_estimators": 200,
@@ -38,10 +40,7 @@ def build(
     ``params`` keys: n_estimators, min_samples_split, max_features, n_jobs (defaults in ``DEFAULTS``);
     ``random_state`` is ``seed``.
     """
-    if not inputs:
-        raise ValueError("rf: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"rf: n_classes must be at least 2, got {n_classes}")
+    check_inputs("rf", inputs, n_classes, "pixel")
     p = {**DEFAULTS, **params}
     max_features = p["max_features"]
     if isinstance(max_features, str) and max_features.lower() in ("none", "all"):

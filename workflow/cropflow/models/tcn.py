@@ -23,9 +23,8 @@ acquisitions of a season. Every weight initialiser and dropout layer gets its ow
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults
 
 FAMILY = "keras"
 KIND = "pixel"
@@ -50,23 +49,17 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     """The (uncompiled) TCN keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("tcn: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"tcn: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("tcn", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
     filters, kernel, levels = int(p["filters"]), int(p["kernel_size"]), int(p["levels"])
     dense, rate = int(p["dense"]), float(p["dropout"])
     if filters < 1 or kernel < 1 or levels < 1 or dense < 1:
         raise ValueError(f"tcn: filters, kernel_size, levels and dense must be >= 1, got {p}")
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     def causal_unit(h, dilation: int, prefix: str):
         h = keras.layers.Conv1D(filters, kernel, padding="causal", dilation_rate=dilation,
-                                kernel_initializer=glorot(), name=f"{prefix}_conv")(h)
+                                kernel_initializer=seeds.glorot(), name=f"{prefix}_conv")(h)
         h = keras.layers.BatchNormalization(name=f"{prefix}_bn")(h)
         h = keras.layers.Activation("relu", name=f"{prefix}_relu")(h)
         return keras.layers.Dropout(rate, seed=next(seeds), name=f"{prefix}_dropout")(h)
@@ -75,15 +68,12 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
         h = causal_unit(x, 2**level, f"{prefix}_a")
         h = causal_unit(h, 2**level, f"{prefix}_b")
         if x.shape[-1] != filters:
-            x = keras.layers.Conv1D(filters, 1, kernel_initializer=glorot(), name=f"{prefix}_proj")(x)
+            x = keras.layers.Conv1D(filters, 1, kernel_initializer=seeds.glorot(), name=f"{prefix}_proj")(x)
         h = keras.layers.Add(name=f"{prefix}_add")([x, h])
         return keras.layers.Activation("relu", name=f"{prefix}_relu")(h)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 2:
-            raise ValueError(f"tcn: input '{name}' must have a per-sample shape (T, C), got {shape}")
+    for name, shape in shapes.items():
         inp = keras.Input(shape=shape, name=name)
         h = inp
         for level in range(levels):
@@ -91,9 +81,5 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
         h = keras.layers.Cropping1D((shape[0] - 1, 0), name=f"{name}_last_step")(h)
         branches.append(keras.layers.Flatten(name=f"{name}_flatten")(h))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name="dense")(h)
-    h = keras.layers.Dropout(rate, seed=next(seeds), name="dense_dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, [dense], rate, n_classes, seeds, names=[("dense", "dense_dropout")])
     return keras.Model(inputs=model_inputs, outputs=out, name="tcn")

@@ -11,9 +11,8 @@ without touching global random state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, training_defaults
 
 FAMILY = "keras"
 DEFAULTS: dict[str, object] = {
@@ -30,27 +29,18 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     """The (uncompiled) TempCNN keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
-    if not inputs:
-        raise ValueError("tempcnn: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"tempcnn: n_classes must be at least 2, got {n_classes}")
+    shapes = check_inputs("tempcnn", inputs, n_classes, "pixel")
     p = {**DEFAULTS, **params}
     filters, kernel, n_layers = int(p["filters"]), int(p["kernel_size"]), int(p["layers"])
     dense, rate = int(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
+    seeds = Seeds(seed)
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 2:
-            raise ValueError(f"tempcnn: input '{name}' must have a per-sample shape (T, C), got {shape}")
+    for name, shape in shapes.items():
         inp = keras.Input(shape=shape, name=name)
         h = inp
         for i in range(n_layers):
-            h = keras.layers.Conv1D(filters, kernel, padding="same", kernel_initializer=glorot(),
+            h = keras.layers.Conv1D(filters, kernel, padding="same", kernel_initializer=seeds.glorot(),
                                     name=f"{name}_conv{i}")(h)
             h = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(h)
             h = keras.layers.Activation("relu", name=f"{name}_relu{i}")(h)
@@ -58,10 +48,10 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
         branches.append(keras.layers.Flatten(name=f"{name}_flatten")(h))
         model_inputs[name] = inp
     h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, kernel_initializer=glorot(), name="dense")(h)
+    h = keras.layers.Dense(dense, kernel_initializer=seeds.glorot(), name="dense")(h)
     h = keras.layers.BatchNormalization(name="dense_bn")(h)
     h = keras.layers.Activation("relu", name="dense_relu")(h)
     h = keras.layers.Dropout(rate, seed=next(seeds), name="dense_dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
+    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=seeds.glorot(),
                              name="proba")(h)
     return keras.Model(inputs=model_inputs, outputs=out, name="tempcnn")

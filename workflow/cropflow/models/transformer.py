@@ -24,11 +24,10 @@ initialiser into four identical kernels).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
 import numpy as np
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, classifier_head, training_defaults
 
 FAMILY = "keras"
 KIND = "pixel"
@@ -58,21 +57,6 @@ def positional_encoding(length: int, depth: int) -> np.ndarray:
     return pe.astype(np.float32)
 
 
-def _check(inputs: Mapping[str, tuple[int, ...]], n_classes: int, p: Mapping[str, object]) -> None:
-    if not inputs:
-        raise ValueError("transformer: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"transformer: n_classes must be at least 2, got {n_classes}")
-    for name, shape in inputs.items():
-        if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"transformer: input '{name}' must have a per-sample shape (T, C), got {tuple(shape)}")
-    d_model, heads = int(p["d_model"]), int(p["heads"])
-    if heads < 1 or d_model < heads or d_model % heads:
-        raise ValueError(f"transformer: d_model ({d_model}) must be a positive multiple of heads ({heads})")
-    if int(p["blocks"]) < 1:
-        raise ValueError(f"transformer: blocks must be at least 1, got {p['blocks']}")
-
-
 def _keep_in_graph(keras, features, attention):
     """``features`` plus 0 * (sum of ``attention``): the values are unchanged, but the attention layer now lies
     on the path to the output, which a functional model needs to keep it (and so ``get_layer`` finds it)."""
@@ -84,39 +68,39 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     """The (uncompiled) Transformer keras.Model with one named ``keras.Input`` per input key (sorted order)."""
     import keras  # deferred: importing keras loads TensorFlow, which only the deep models need
 
+    shapes = check_inputs("transformer", inputs, n_classes, KIND)
     p = {**DEFAULTS, **params}
-    _check(inputs, n_classes, p)
     d_model, heads, n_blocks = int(p["d_model"]), int(p["heads"]), int(p["blocks"])
     ff, dense, rate = int(p["ff"]), int(p["dense"]), float(p["dropout"])
-    seeds = count(int(seed) * 1000)
+    if heads < 1 or d_model < heads or d_model % heads:
+        raise ValueError(f"transformer: d_model ({d_model}) must be a positive multiple of heads ({heads})")
+    if n_blocks < 1:
+        raise ValueError(f"transformer: blocks must be at least 1, got {p['blocks']}")
+    seeds = Seeds(seed)
     attention_layers = []
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
 
     def dropout(name: str):
         return keras.layers.Dropout(rate, seed=next(seeds), name=name)
 
     def encoder_block(h, prefix: str, last: bool):
         """Post-norm encoder block; also returns the attention scores (N, heads, T, T) of the block."""
-        mha = keras.layers.MultiHeadAttention(heads, d_model // heads, kernel_initializer=glorot(),
+        mha = keras.layers.MultiHeadAttention(heads, d_model // heads, kernel_initializer=seeds.glorot(),
                                               name=f"{prefix}_mha")
         a, scores = mha(h, h, return_attention_scores=True) if last else (mha(h, h), None)
         attention_layers.append(mha)
         a = dropout(f"{prefix}_mha_dropout")(a)
         h = keras.layers.Add(name=f"{prefix}_mha_add")([h, a])
         h = keras.layers.LayerNormalization(name=f"{prefix}_mha_norm")(h)
-        f = keras.layers.Dense(ff, activation="relu", kernel_initializer=glorot(), name=f"{prefix}_ff1")(h)
-        f = keras.layers.Dense(d_model, kernel_initializer=glorot(), name=f"{prefix}_ff2")(f)
+        f = keras.layers.Dense(ff, activation="relu", kernel_initializer=seeds.glorot(), name=f"{prefix}_ff1")(h)
+        f = keras.layers.Dense(d_model, kernel_initializer=seeds.glorot(), name=f"{prefix}_ff2")(f)
         f = dropout(f"{prefix}_ff_dropout")(f)
         h = keras.layers.Add(name=f"{prefix}_ff_add")([h, f])
         return keras.layers.LayerNormalization(name=f"{prefix}_ff_norm")(h), scores
 
     model_inputs, branches = {}, []
-    for name in sorted(inputs):
-        t, c = (int(s) for s in inputs[name])
+    for name, (t, c) in shapes.items():
         inp = keras.Input(shape=(t, c), name=name)
-        h = keras.layers.Dense(d_model, kernel_initializer=glorot(), name=f"{name}_embed")(inp)
+        h = keras.layers.Dense(d_model, kernel_initializer=seeds.glorot(), name=f"{name}_embed")(inp)
         h = keras.ops.add(h, positional_encoding(t, d_model).astype(h.dtype))
         h = dropout(f"{name}_embed_dropout")(h)
         scores = None
@@ -128,13 +112,9 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
         pooled = keras.layers.GlobalAveragePooling1D(name=f"{name}_pool")(h)
         branches.append(_keep_in_graph(keras, pooled, attention))
         model_inputs[name] = inp
-    h = branches[0] if len(branches) == 1 else keras.layers.Concatenate(name="concat")(branches)
-    h = keras.layers.Dense(dense, activation="relu", kernel_initializer=glorot(), name="dense")(h)
-    h = dropout("dense_dropout")(h)
-    out = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", kernel_initializer=glorot(),
-                             name="proba")(h)
+    out = classifier_head(keras, branches, [dense], rate, n_classes, seeds, names=[("dense", "dense_dropout")])
     model = keras.Model(inputs=model_inputs, outputs=out, name="transformer")
     for mha in attention_layers:
         for sub in (mha.query_dense, mha.key_dense, mha.value_dense, mha.output_dense):
-            sub.kernel.assign(glorot()(tuple(sub.kernel.shape), dtype=sub.kernel.dtype))
+            sub.kernel.assign(seeds.glorot()(tuple(sub.kernel.shape), dtype=sub.kernel.dtype))
     return model

@@ -37,9 +37,8 @@ CPU; on a GPU the cast costs little). Every weight initialiser gets its own seed
 from __future__ import annotations
 
 from collections.abc import Mapping
-from itertools import count
 
-from cropflow.models.common import training_defaults
+from cropflow.models.common import Seeds, check_inputs, training_defaults
 
 FAMILY = "keras"
 KIND = "patch"
@@ -56,16 +55,7 @@ DEFAULTS: dict[str, object] = {
 def _check_inputs(inputs: Mapping[str, tuple[int, ...]], n_classes: int) -> tuple[dict[str, tuple[int, ...]],
                                                                                    int, int]:
     """Per-sample shapes (h, w, T, C) by name and the common (h, w); ValueError naming the model otherwise."""
-    if not inputs:
-        raise ValueError("unet3d: at least one input is needed")
-    if n_classes < 2:
-        raise ValueError(f"unet3d: n_classes must be at least 2, got {n_classes}")
-    shapes = {}
-    for name in sorted(inputs):
-        shape = tuple(int(s) for s in inputs[name])
-        if len(shape) != 4 or min(shape) < 1:
-            raise ValueError(f"unet3d: input '{name}' must have a per-sample shape (h, w, T, C), got {shape}")
-        shapes[name] = shape
+    shapes = check_inputs("unet3d", inputs, n_classes, KIND)
     sizes = {shape[:2] for shape in shapes.values()}
     if len(sizes) != 1:
         raise ValueError(f"unet3d: all inputs must have the same patch size (h, w), got "
@@ -96,16 +86,13 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
                          f"{kernel}")
     if reduction not in TIME_REDUCTIONS:
         raise ValueError(f"unet3d: time_reduction must be one of {TIME_REDUCTIONS}, got {reduction!r}")
-    seeds = count(int(seed) * 1000)
+    seeds = Seeds(seed)
     layers = keras.layers
-
-    def glorot():
-        return keras.initializers.GlorotUniform(seed=next(seeds))
 
     def conv_block(x, n_filters: int, prefix: str, conv, first_padding: str = "same"):
         for i in range(2):
             x = conv(n_filters, kernel, padding=first_padding if i == 0 else "same", use_bias=False,
-                     kernel_initializer=glorot(), name=f"{prefix}_conv{i}")(x)
+                     kernel_initializer=seeds.glorot(), name=f"{prefix}_conv{i}")(x)
             x = layers.BatchNormalization(name=f"{prefix}_bn{i}")(x)
             x = layers.Activation("relu", name=f"{prefix}_relu{i}")(x)
         return x
@@ -113,8 +100,8 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     def reduce_time(x, t: int, n_filters: int, prefix: str):
         """(h_l, w_l, T, F) -> (h_l, w_l, F): learned weighting of the time steps, or their mean."""
         if reduction == "conv":
-            x = layers.Conv3D(n_filters, (1, 1, t), padding="valid", use_bias=False, kernel_initializer=glorot(),
-                              name=f"{prefix}_time")(x)
+            x = layers.Conv3D(n_filters, (1, 1, t), padding="valid", use_bias=False,
+                              kernel_initializer=seeds.glorot(), name=f"{prefix}_time")(x)
             x = layers.BatchNormalization(name=f"{prefix}_time_bn")(x)
             x = layers.Activation("relu", name=f"{prefix}_time_relu")(x)
         else:
@@ -124,12 +111,12 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
     def attention_gate(x, g, t: int, prefix: str):
         """Eq. 5-2: x * sigmoid(psi(ReLU(W_x x + W_g g + b))); g has half x's h and w and no time axis."""
         n_int = max(int(x.shape[-1]) // 2, 1)
-        theta = layers.Conv3D(n_int, 1, use_bias=False, kernel_initializer=glorot(), name=f"{prefix}_wx")(x)
-        phi = layers.Conv2D(n_int, 1, kernel_initializer=glorot(), name=f"{prefix}_wg")(g)
+        theta = layers.Conv3D(n_int, 1, use_bias=False, kernel_initializer=seeds.glorot(), name=f"{prefix}_wx")(x)
+        phi = layers.Conv2D(n_int, 1, kernel_initializer=seeds.glorot(), name=f"{prefix}_wg")(g)
         phi = layers.Reshape((g.shape[1], g.shape[2], 1, n_int), name=f"{prefix}_wg_volume")(phi)
         phi = layers.UpSampling3D((2, 2, t), name=f"{prefix}_wg_up")(phi)
         q = layers.Activation("relu", name=f"{prefix}_relu")(layers.Add(name=f"{prefix}_add")([theta, phi]))
-        alpha = layers.Conv3D(1, 1, activation="sigmoid", kernel_initializer=glorot(), name=prefix)(q)
+        alpha = layers.Conv3D(1, 1, activation="sigmoid", kernel_initializer=seeds.glorot(), name=prefix)(q)
         return layers.Multiply(name=f"{prefix}_apply")([x, alpha])
 
     def fuse(tensors: list, name: str):
@@ -164,11 +151,12 @@ def build(inputs: Mapping[str, tuple[int, ...]], n_classes: int, params: Mapping
             x = attention_gate(skips[name][level], d, t, f"{name}_gate{level}")
             gated.append(reduce_time(x, t, n_filters, f"{name}_skip{level}"))
         skip = fuse(gated, f"skip{level}_fusion")
-        up = layers.Conv2DTranspose(n_filters, 2, strides=2, kernel_initializer=glorot(), name=f"dec{level}_up")(d)
+        up = layers.Conv2DTranspose(n_filters, 2, strides=2, kernel_initializer=seeds.glorot(),
+                                    name=f"dec{level}_up")(d)
         d = layers.Concatenate(name=f"dec{level}_concat")([up, skip])
         d = conv_block(d, n_filters, f"dec{level}", layers.Conv2D)
 
-    scores = layers.Conv2D(n_classes, 1, kernel_initializer=glorot(), dtype="float32", name="head")(d)
+    scores = layers.Conv2D(n_classes, 1, kernel_initializer=seeds.glorot(), dtype="float32", name="head")(d)
     scores = layers.Cropping2D((pad_h, pad_w), dtype="float32", name="crop")(scores)
     proba_map = layers.Activation("softmax", dtype="float32", name="proba_map")(scores)
     centre = layers.Cropping2D(((h // 2, h - h // 2 - 1), (w // 2, w - w // 2 - 1)), dtype="float32",
