@@ -566,6 +566,11 @@ def ingest_l2a(
     out_tif: str | os.PathLike,
     out_json: str | os.PathLike,
     window_rows: int = 512,
+    *,
+    cloud_mask: str | os.PathLike | None = None,
+    cloud_method: str = "scl",
+    keep_scl: Iterable[int] = (0, 1, 3, 11),
+    provenance: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """Put the ``bands`` of one L2A product on the project ``grid`` as float32 BOA reflectance.
 
@@ -581,8 +586,17 @@ def ingest_l2a(
     ``cloud_scl`` pixels among those (null when none is covered), ``valid_fraction`` = share of AOI pixels
     left valid. ``used`` is false (logged as a warning, the raster is still written) when the product does
     not cover the AOI, when its cloud fraction exceeds ``max_cloud_fraction`` or when no pixel is valid.
-    Returns the sidecar dict.
+
+    ``cloud_method`` "s2cloudless" or "both" combine SCL with the s2cloudless mask ``cloud_mask`` (the raster
+    of ``cropflow.clouds.s2cloudless_mask``, read with nearest resampling) by ``cropflow.clouds.combine_masks``
+    (``keep_scl``: SCL classes still invalid with "s2cloudless"). ``provenance`` (e.g. Sen2Cor's
+    ``sen2cor.json``) adds ``level_in``, ``l2a`` and ``sen2cor_version`` to the sidecar. Returns the sidecar dict.
     """
+    from cropflow.clouds import combine_masks
+
+    if cloud_method != "scl" and cloud_mask is None:
+        raise ValueError(f"s2.clouds.method {cloud_method}: give the s2cloudless mask of {Path(product_path).name} "
+                         f"(rule s2_clouds)")
     product = open_l2a(product_path)
     names = [normalise_band(b) for b in bands]
     if not names:
@@ -596,7 +610,8 @@ def ingest_l2a(
     invalid, clouds = list(invalid_scl), list(cloud_scl)
     mask_fn = _aoi_mask_fn(aoi, grid)
     n_inside = n_covered = n_cloud = n_valid = 0
-    tags = {"SCENE": product.name, "DATETIME": product.datetime.isoformat(), "MGRS_TILE": product.mgrs_tile,
+    scene = str(provenance["l1c"]) if provenance and provenance.get("l1c") else product.name
+    tags = {"SCENE": scene, "L2A": product.name, "DATETIME": product.datetime.isoformat(), "MGRS_TILE": product.mgrs_tile,
             "PLATFORM": product.platform, "RELATIVE_ORBIT": product.relative_orbit, "BASELINE": product.baseline}
     windows = row_windows(grid, window_rows)
     log.info("%s: %d bands onto the %d x %d grid in %d windows (%s)", product.name, len(names), grid.height,
@@ -611,14 +626,18 @@ def ingest_l2a(
                 writer.write(np.full((len(names), *sub.shape), np.nan, dtype=np.float32), win)
                 continue
             scl = read_on_grid(scl_path, sub, resampling="nearest", dtype="uint8", nodata=0)[0]
+            s2c = (read_on_grid(cloud_mask, sub, bands=[2], resampling="nearest", dtype="uint8", nodata=255)[0]
+                   if cloud_method != "scl" else None)
+            invalid_px, cloud_px = combine_masks(scl, s2c, cloud_method, invalid, clouds, keep_scl)
             refl = np.stack([
                 boa_reflectance(read_on_grid(paths[b], sub, resampling=methods[b])[0], product.offsets[b],
                                 product.quantification)
                 for b in names
             ])
-            valid = scl_valid_mask(scl, invalid) & (scl != 0) & np.isfinite(refl).all(axis=0)
+            valid = ~invalid_px & (scl != 0) & np.isfinite(refl).all(axis=0)
             refl[:, ~valid] = np.nan
-            cloudy, covered = cloud_counts(scl, clouds, inside)
+            covered_px = (scl != 0) & inside
+            cloudy, covered = int(np.count_nonzero(covered_px & cloud_px)), int(np.count_nonzero(covered_px))
             n_cloud, n_covered = n_cloud + cloudy, n_covered + covered
             n_valid += int(np.count_nonzero(valid & inside))
             writer.write(refl, win)
@@ -627,10 +646,12 @@ def ingest_l2a(
     cloud = n_cloud / n_covered if n_covered else math.nan
     reason = _unused_reason(coverage, cloud, n_valid, max_cloud_fraction)
     meta: dict[str, object] = {
-        "scene": product.name, "datetime": product.datetime.isoformat(), "tile": product.mgrs_tile,
+        "scene": scene, "datetime": product.datetime.isoformat(), "tile": product.mgrs_tile,
         "cloud_fraction": None if math.isnan(cloud) else cloud,
         "valid_fraction": n_valid / n_inside if n_inside else 0.0, "coverage": coverage,
-        "used": reason is None, "reason": reason,
+        "used": reason is None, "reason": reason, "cloud_method": cloud_method,
+        "level_in": "L1C" if provenance else "L2A", "l2a": product.name,
+        "sen2cor_version": provenance.get("sen2cor_version") if provenance else "esa",
     }
     if reason is not None:
         log.warning("%s is not used: %s (cloud fraction over the AOI %s, coverage %.3f)", product.name, reason,
