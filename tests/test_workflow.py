@@ -304,3 +304,25 @@ def test_l1c_inputs_run_through_a_fake_sen2cor(tmp_path):
     selection = pd.read_csv(tmp_path / "results" / "inventory" / "s2_selection.csv")
     assert selection["scene"].tolist() == l1c
     assert selection["used"].tolist() == [True, False], "the 30 % cloudy date is left out"
+
+
+def test_s2cloudless_without_l1c_stops_naming_products_and_key(tmp_path):
+    """s2cloudless needs the L1C TOA bands: with L2A-only inputs the run stops at DAG building, no job runs."""
+    bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
+    gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    config = write_config(tmp_path)
+    config["s1"]["engine"] = "preprocessed"
+    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 1, "s2_margin": 300})
+    config["season"] = {"start": "05-06", "end": "05-20"}
+    config["s2"]["clouds"]["method"] = "s2cloudless"
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=tmp_path, env=env, capture_output=True)
+    (l2a,) = [p.name.removesuffix(".SAFE") for p in (tmp_path / "data" / "s2").iterdir()]
+    proc = snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "s2.clouds.method: s2cloudless needs the Level-1C product" in out and l2a in out
+    assert "set s2.clouds.method: scl" in out
