@@ -122,6 +122,12 @@ def test_missing_installation_names_what_to_do(monkeypatch, tmp_path):
     assert not out.exists()
 
 
+def test_environment_isolates_sen2cor_home_and_drops_our_python_paths(tmp_path):
+    env = sen2cor.sen2cor_environment({"PATH": "/bin", "PYTHONPATH": "/x", "PYTHONHOME": "/y",
+                                       "SEN2COR_HOME": "/shared"}, tmp_path / "home")
+    assert env == {"PATH": "/bin", "SEN2COR_HOME": str(tmp_path / "home")}
+
+
 def test_found_on_path_or_at_the_configured_path(fake):
     assert find_l2a_process("") == (FAKE_DIR / "L2A_Process").resolve()
     assert find_l2a_process(str(FAKE_DIR / "L2A_Process")) == (FAKE_DIR / "L2A_Process").resolve()

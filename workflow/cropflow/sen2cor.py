@@ -210,8 +210,9 @@ def validate_l2a(safe: str | os.PathLike, l1c: L1CProduct, bands: Sequence[str],
     except (OSError, ValueError) as err:
         raise Sen2CorError(f"produced L2A {safe.name} is not readable: {err}") from err
     problems: list[str] = []
-    if _product_type(product) != "S2MSI2A":
-        problems.append(f"PRODUCT_TYPE is {_product_type(product)!r}, not S2MSI2A")
+    product_type = _product_type(product)
+    if product_type != "S2MSI2A":
+        problems.append(f"PRODUCT_TYPE is {product_type!r}, not S2MSI2A")
     mine = (product.platform, product.mgrs_tile, product.relative_orbit, product.datetime.replace(microsecond=0))
     theirs = (l1c.platform, l1c.mgrs_tile, l1c.relative_orbit, l1c.datetime.replace(microsecond=0))
     if mine != theirs:
@@ -287,6 +288,15 @@ def _remove_stale_parts(out_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def sen2cor_environment(base: Mapping[str, str], home: Path) -> dict[str, str]:
+    """The environment L2A_Process runs in: ``base`` with its own ``SEN2COR_HOME`` (logs and default config of
+    this job only) and without PYTHONPATH/PYTHONHOME, which belong to cropflow's interpreter, not to the Python
+    that Sen2Cor ships."""
+    env = {k: v for k, v in base.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["SEN2COR_HOME"] = str(home)
+    return env
+
+
 def _run_streaming(cmd: list[str], *, cwd: Path, env: Mapping[str, str], timeout_s: float,
                    logger: logging.Logger) -> tuple[int, list[str]]:
     """Run ``cmd``, sending each output line to ``logger``; (exit code, last 20 lines). The whole process group
@@ -342,7 +352,7 @@ def run_sen2cor(l1c_path: str | os.PathLike, out_dir: str | os.PathLike, options
         dirs = {k: tmp / k for k in ("input", "work", "l2a", "home")}
         for d in dirs.values():
             d.mkdir()
-        env = {**os.environ, "SEN2COR_HOME": str(dirs["home"])}
+        env = sen2cor_environment(os.environ, dirs["home"])
         version = sen2cor_version(exe, env=env)
         safe = _l1c_safe(l1c_path, dirs["input"])
         cmd = build_command(exe, safe, dirs["l2a"], dirs["work"], options.resolution, gipp)
