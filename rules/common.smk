@@ -143,7 +143,22 @@ def get_s2_cloud_mask(wildcards):
     return [f"results/s2/clouds/{wildcards.scene}.tif"]
 
 
+def warn_missing_sen2cor():
+    """One warning at DAG building when L1C products need Sen2Cor and L2A_Process is not found here; not an
+    error, as on a cluster only the compute nodes may have it (the sen2cor job fails there if not)."""
+    if PLAN.s2_scenes.empty or not (PLAN.s2_scenes["level"] == "L1C").any():
+        return
+    from cropflow.sen2cor import find_l2a_process
+
+    try:
+        find_l2a_process(config["s2"]["sen2cor"]["l2a_process"], "the Level-1C products", config["inputs"]["s2"])
+    except FileNotFoundError as err:
+        n = int((PLAN.s2_scenes["level"] == "L1C").sum())
+        print(f"WARNING: {n} Level-1C product(s) need Sen2Cor: {err}", file=sys.stderr)
+
+
 check_s2_clouds()
+warn_missing_sen2cor()
 
 
 def get_stack_inputs(wildcards):

@@ -282,6 +282,7 @@ def test_l1c_inputs_run_through_a_fake_sen2cor(tmp_path):
     target = f"results/s2/l2a/{l1c[0]}"
     proc = snakemake(tmp_path, target, check=False)
     assert proc.returncode != 0
+    assert "WARNING: 2 Level-1C product(s) need Sen2Cor" in proc.stderr  # already at DAG building
     log = (tmp_path / "logs" / "sen2cor" / f"{l1c[0]}.log").read_text()
     assert "L2A_Process not found at s2.sen2cor.l2a_process" in log and "Install Sen2Cor" in log and l1c[0] in log
     assert not (tmp_path / target).exists()
