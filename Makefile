@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	@test -n "$(PYTHON)" || { echo "cropflow needs Python 3.12 or 3.13 (set PYTHON=/path/to/python3.12)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[test,clouds]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -93,8 +93,72 @@ def get_s1_pair_products(wildcards):
     return {"reference": s1_engine_input(pair["reference"]), "secondary": s1_engine_input(pair["secondary"])}
 
 
+def s2_row(scene):
+    hit = PLAN.s2_scenes.loc[PLAN.s2_scenes["scene"] == scene]
+    if hit.empty:
+        raise KeyError(f"{scene} is not in the S2 inventory")
+    return hit.iloc[0]
+
+
 def get_s2_input(wildcards):
+    """What the ingest reads: an L2A product itself, or for an L1C the folder rule sen2cor made of it."""
+    if s2_row(wildcards.scene).get("level", "L2A") == "L1C":
+        return f"results/s2/l2a/{wildcards.scene}"
     return scene_path(PLAN.s2_scenes, "scene", wildcards.scene)
+
+
+def get_l1c_input(wildcards):
+    """The Level-1C product (inputs.s2) that rule sen2cor corrects."""
+    row = s2_row(wildcards.scene)
+    if row.get("level", "L2A") != "L1C":
+        raise ValueError(f"{wildcards.scene} is not a Level-1C product: rule sen2cor corrects only L1C inputs")
+    return str(row["path"])
+
+
+def s2_cloud_method():
+    return config["s2"]["clouds"]["method"]
+
+
+def check_s2_clouds():
+    """Stop at DAG building when s2cloudless masks are asked for but an acquisition has no Level-1C product."""
+    if s2_cloud_method() == "scl" or PLAN.s2_scenes.empty:
+        return
+    missing = PLAN.s2_scenes.loc[PLAN.s2_scenes["cloud_l1c"] == "", "scene"].tolist()
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"s2.clouds.method: {s2_cloud_method()} needs the Level-1C product (TOA, band B10) of every "
+                         f"acquisition; these have only Level-2A: {missing[0]}{more}. Add their L1C to "
+                         f"{config['inputs']['s2']} or set s2.clouds.method: scl")
+
+
+def get_s2_cloud_l1c(wildcards):
+    """The Level-1C product whose TOA bands give the s2cloudless mask of a scene."""
+    return str(s2_row(wildcards.scene)["cloud_l1c"])
+
+
+def get_s2_cloud_mask(wildcards):
+    """The s2cloudless mask an ingest combines with SCL ([] with s2.clouds.method: scl)."""
+    if s2_cloud_method() == "scl":
+        return []
+    return [f"results/s2/clouds/{wildcards.scene}.tif"]
+
+
+def warn_missing_sen2cor():
+    """One warning at DAG building when L1C products need Sen2Cor and L2A_Process is not found here; not an
+    error, as on a cluster only the compute nodes may have it (the sen2cor job fails there if not)."""
+    if PLAN.s2_scenes.empty or not (PLAN.s2_scenes["level"] == "L1C").any():
+        return
+    from cropflow.sen2cor import find_l2a_process
+
+    try:
+        find_l2a_process(config["s2"]["sen2cor"]["l2a_process"], "the Level-1C products", config["inputs"]["s2"])
+    except FileNotFoundError as err:
+        n = int((PLAN.s2_scenes["level"] == "L1C").sum())
+        print(f"WARNING: {n} Level-1C product(s) need Sen2Cor: {err}", file=sys.stderr)
+
+
+check_s2_clouds()
+warn_missing_sen2cor()
 
 
 def get_stack_inputs(wildcards):

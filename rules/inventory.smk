@@ -18,6 +18,7 @@ rule inventory:
         s2=config["inputs"]["s2"],
         cache=config["inputs"]["cache"],
         s1_settings=as_json({"engine": config["s1"]["engine"], "pairs": config["s1"]["pairs"]}),
+        s2_settings=as_json({"prefer": config["s2"]["prefer"], "clouds": {"method": config["s2"]["clouds"]["method"]}}),
         start=config["season"]["start"],
         end=config["season"]["end"],
         products=sorted(PLAN.s1_scenes["scene"]) + sorted(PLAN.s2_scenes["scene"]),
@@ -29,5 +30,5 @@ rule inventory:
     shell:
         "python -m cropflow inventory --s1 {params.s1} --s2 {params.s2} --cache {params.cache}"
         " --aoi {input.aoi} --tiles {input.tiles} --out-s1-coverage {output.s1_coverage}"
-        " --s1-settings {params.s1_settings} --season {params.start} {params.end} --out-s1 {output.s1}"
+        " --s1-settings {params.s1_settings} --s2-settings {params.s2_settings} --season {params.start} {params.end} --out-s1 {output.s1}"
         " --out-pairs {output.pairs} --out-s1-skipped {output.s1_skipped} --out-s2 {output.s2} > {log} 2>&1"

@@ -1,4 +1,5 @@
-"""Scene inventories: S2 product scan with its cache, baseline dedup, the S1 seam scan and pair checks."""
+"""Scene inventories: S2 product scan (both levels) with its cache, baseline dedup, the level switch, the skipped
+products, the S1 seam scan and pair checks."""
 
 import hashlib
 import json
@@ -28,6 +29,7 @@ from cropflow.inventory import (
 from cropflow.raster import write_raster
 from cropflow.simulate.sentinel2 import write_l2a
 from pyproj import Transformer
+from s2_products import GRID60, make_l1c, make_l2a
 
 GRID = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5349800.0, 320200.0, 5350000.0))  # 20 x 20 px
 T0 = datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc)
@@ -115,6 +117,93 @@ def test_same_acquisition_keeps_the_newest_baseline(tmp_path, caplog):
     assert df["scene"].tolist() == [new.name.removesuffix(".SAFE"), other.name.removesuffix(".SAFE")]
     assert df["baseline"].tolist() == ["05.09", "04.00"]
     assert any(old.name.removesuffix(".SAFE") in r.message for r in caplog.records)
+    assert df.attrs["skipped"] == [{"product": old.name.removesuffix(".SAFE"),
+                                    "reason": f"processing baseline 04.00 is older than 05.09 of "
+                                              f"{new.name.removesuffix('.SAFE')}"}]
+    # the table the other stages read keeps the record through the season filter
+    assert in_season(df, "05-01", "09-30").attrs["skipped"] == df.attrs["skipped"]
+
+
+def test_l1c_same_acquisition_keeps_the_newest_baseline(tmp_path, caplog):
+    s2 = tmp_path / "s2"
+    old = make_l1c(s2, baseline="04.00")
+    new = make_l1c(s2, baseline="05.09", zip=True)
+    with caplog.at_level(logging.WARNING, logger="cropflow.inventory"):
+        df = scan_s2(s2, tmp_path / "cache.json", prefer="l1c")
+    assert df["scene"].tolist() == [new.name.removesuffix(".zip")] and df["level"].tolist() == ["L1C"]
+    (skip,) = df.attrs["skipped"]
+    assert skip["product"] == old.name.removesuffix(".SAFE")
+    assert skip["reason"].startswith("processing baseline 04.00 is older than 05.09 of S2A_MSIL1C_")
+    assert any("04.00 is older" in r.message and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_local_sen2cor_baseline_never_replaces_an_official_one(tmp_path):
+    s2 = tmp_path / "s2"
+    esa = product(s2, baseline="05.09")
+    local = product(s2, baseline="99.99", generation_time=T0 + timedelta(days=900))
+    df = scan_s2(s2, tmp_path / "cache.json")
+    assert df["scene"].tolist() == [esa.name.removesuffix(".SAFE")]
+    assert df.attrs["skipped"][0]["product"] == local.name.removesuffix(".SAFE")
+    assert "99.99 is older than 05.09" in df.attrs["skipped"][0]["reason"]
+
+
+def test_scan_lists_l1c_and_l2a_with_their_level(tmp_path):
+    s2 = tmp_path / "s2"
+    l1c = make_l1c(s2)                                   # an L1C-only acquisition is kept, never skipped
+    l2a = make_l2a(s2, sensing_time=T0 + timedelta(days=5))
+    df = scan_s2(s2, tmp_path / "cache.json")
+    assert df["scene"].tolist() == [l1c.name.removesuffix(".SAFE"), l2a.name.removesuffix(".SAFE")]
+    assert df["level"].tolist() == ["L1C", "L2A"]
+    assert df["cloud_l1c"].tolist() == [str(l1c), ""]
+    assert df.loc[0, "checksum"] == hashlib.sha256((l1c / "MTD_MSIL1C.xml").read_bytes()).hexdigest()
+    footprint = shapely.from_wkt(df.loc[0, "footprint"])
+    x, y = Transformer.from_crs("EPSG:4326", GRID60.crs, always_xy=True).transform(footprint.centroid.x,
+                                                                                  footprint.centroid.y)
+    assert GRID60.bounds[0] < x < GRID60.bounds[2] and GRID60.bounds[1] < y < GRID60.bounds[3]
+    assert df.attrs["skipped"] == []
+
+
+def test_prefer_switch_picks_the_level_and_lists_the_other(tmp_path):
+    s2 = tmp_path / "s2"
+    l1c, l2a = make_l1c(s2), make_l2a(s2)
+    l1c_id, l2a_id = l1c.name.removesuffix(".SAFE"), l2a.name.removesuffix(".SAFE")
+    by_l2a = scan_s2(s2, tmp_path / "cache.json")
+    assert by_l2a["scene"].tolist() == [l2a_id] and by_l2a["cloud_l1c"].tolist() == [""]
+    assert by_l2a.attrs["skipped"] == [{"product": l1c_id, "reason": f"its Level-2A {l2a_id} is used "
+                                                                      f"(s2.prefer: l2a)"}]
+    by_l1c = scan_s2(s2, tmp_path / "cache.json", prefer="l1c")
+    assert by_l1c["scene"].tolist() == [l1c_id] and by_l1c["level"].tolist() == ["L1C"]
+    assert by_l1c.attrs["skipped"] == [{"product": l2a_id, "reason": f"its Level-1C {l1c_id} is corrected with "
+                                                                      f"Sen2Cor instead (s2.prefer: l1c)"}]
+    masks = scan_s2(s2, tmp_path / "cache.json", clouds_need_l1c=True)  # s2cloudless reads the L1C twin
+    assert masks["scene"].tolist() == [l2a_id] and masks["cloud_l1c"].tolist() == [str(l1c)]
+    assert masks.attrs["skipped"] == []
+    with pytest.raises(ValueError, match="s2.prefer 'l3'"):
+        scan_s2(s2, tmp_path / "cache.json", prefer="l3")
+
+
+def test_old_long_names_are_skipped_with_a_reason(tmp_path):
+    s2 = tmp_path / "s2"
+    product(s2)
+    (s2 / "S2A_OPER_PRD_MSIL1C_PDMC_20160603T040142_R089_V20160602T023552_20160602T023552.SAFE").mkdir()
+    (s2 / "notes.zip").write_bytes(b"")
+    df = scan_s2(s2, tmp_path / "cache.json")
+    assert len(df) == 1
+    (skip,) = df.attrs["skipped"]
+    assert skip["product"].startswith("S2A_OPER_PRD_MSIL1C") and "compact naming" in skip["reason"]
+
+
+def test_cache_stamp_uses_the_level_metadata_file(tmp_path, counted):
+    s2, cache = tmp_path / "s2", tmp_path / "cache.json"
+    l1c = make_l1c(s2)
+    scan_s2(s2, cache)
+    counted.clear()
+    scan_s2(s2, cache)
+    assert counted == []
+    mtd = l1c / "MTD_MSIL1C.xml"
+    mtd.write_bytes(mtd.read_bytes() + b"\n")
+    scan_s2(s2, cache)
+    assert counted == [l1c.name]
 
 
 def test_unreadable_product_raises_naming_it(tmp_path):

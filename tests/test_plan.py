@@ -161,3 +161,23 @@ def test_engine_that_does_not_match_the_s1_folder_is_an_error_naming_the_key(con
     native["s1"] = {"engine": "native", "pairs": {"max_gap_days": 12, "tolerance_hours": 1.0}}
     with pytest.raises(ValueError, match="s1.engine: preprocessed"):
         build_plan(native)
+
+
+def test_l1c_is_planned_with_its_level_and_the_prefer_switch(tmp_path, config):
+    """An L1C-only acquisition is planned (level L1C, routed through Sen2Cor by the rules) and feeds the tiles
+    its footprint overlaps; with both levels of one acquisition, s2.prefer picks the planned one."""
+    from s2_products import make_l1c, make_l2a
+
+    s2 = tmp_path / "s2"
+    grid60 = ProjectGrid(UTM52, 10.0, (320220.0, 5330220.0, 320760.0, 5330760.0))  # inside one tile
+    when = datetime(2023, 6, 1, 2, 35, 51, tzinfo=timezone.utc)
+    l1c = make_l1c(s2, grid=grid60, sensing_time=when).name.removesuffix(".SAFE")
+    cfg = variant(config, inputs__s2=str(s2), inputs__cache=str(tmp_path / "cache.json"))
+    plan = build_plan(cfg)
+    assert plan.s2_scenes[["scene", "level"]].values.tolist() == [[l1c, "L1C"]]
+    assert [t for t in TILES if plan.tile_inputs[t]["s2"] == [l1c]] == [S2_TILE]
+    l2a = make_l2a(s2, grid=grid60, sensing_time=when).name.removesuffix(".SAFE")
+    assert build_plan(cfg).s2_scenes["scene"].tolist() == [l2a]
+    by_l1c = build_plan(variant(cfg, s2={"prefer": "l1c"}))
+    assert by_l1c.s2_scenes["scene"].tolist() == [l1c]
+    assert by_l1c.s2_scenes.attrs["skipped"][0]["product"] == l2a

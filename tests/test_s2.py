@@ -1,4 +1,5 @@
-"""Sentinel-2 L2A: the SAFE writer, the reader, BOA reflectance, SCL masks, cloud fraction and ingestion."""
+"""Sentinel-2 L1C and L2A: the SAFE writers, the readers, TOA/BOA reflectance, SCL masks, cloud fraction and
+ingestion."""
 
 import json
 import logging
@@ -13,9 +14,10 @@ import rasterio
 import shapely
 
 from cropflow.grid import ProjectGrid
-from cropflow.s2 import (L2A_NAMESPACE, boa_reflectance, cloud_fraction, ingest_l2a, local_name, open_l2a,
-                         scl_valid_mask)
-from cropflow.simulate.sentinel2 import l2a_name, write_l2a
+from cropflow.s2 import (BAND_IDS, L2A_NAMESPACE, boa_reflectance, cloud_fraction, ingest_l2a, l1c_toa_reflectance,
+                         local_name, open_l1c, open_l2a, parse_product_name, scl_valid_mask, validate_l1c)
+from cropflow.simulate.sentinel2 import l1c_name, l2a_name, write_l2a
+from s2_products import GRID60, L1C_NAME, SENSING as SENSING60, make_l1c, toa
 
 GRID = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5349600.0, 320400.0, 5350000.0))  # 40 x 40 px
 SENSING = datetime(2023, 5, 12, 2, 35, 51, tzinfo=timezone.utc)
@@ -232,8 +234,10 @@ def test_missing_metadata_and_level_1c_are_reported(tmp_path):
     l1c = tmp_path / "S2A_MSIL1C_20230512T023551_N0509_R089_T52UCU_20230512T053551.SAFE"
     l1c.mkdir()
     (l1c / "MTD_MSIL1C.xml").write_text("<x/>")
-    with pytest.raises(FileNotFoundError, match="Level-1C product.*Sen2Cor"):
+    with pytest.raises(FileNotFoundError, match="Level-1C product.*Sen2Cor.*s2.sen2cor.*s2.prefer"):
         open_l2a(l1c)
+    with pytest.raises(FileNotFoundError, match="no <name>.SAFE/MTD_MSIL1C.xml"):
+        open_l1c(empty)
 
 
 def test_writer_rejects_wrong_shapes(tmp_path):
@@ -242,3 +246,72 @@ def test_writer_rejects_wrong_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"band B11 is shaped \(40, 40\); at 20 m on grid10 it must be \(20, 20\)"):
         make(tmp_path, refl)
     assert not list(tmp_path.iterdir())  # nothing half-written is left
+
+
+# ------------------------------------------------------------------------------------------------ Level-1C
+
+
+def test_product_names_of_both_levels_are_parsed():
+    l1c = parse_product_name("S2B_MSIL1C_20190626T140101_N0207_R067_T21JTH_20190626T154048.SAFE")
+    assert l1c is not None and (l1c["level"], l1c["platform"], l1c["baseline"], l1c["relative_orbit"],
+                                l1c["mgrs_tile"]) == ("L1C", "S2B", "02.07", 67, "21JTH")
+    l2a = parse_product_name("S2A_MSIL2A_20230512T023551_N9999_R089_T52UCU_20230512T053551.zip")
+    assert l2a is not None and (l2a["level"], l2a["baseline"]) == ("L2A", "99.99")
+    assert parse_product_name("S2A_OPER_PRD_MSIL1C_PDMC_20160101T000000_R089_V20160101T000000.SAFE") is None
+
+
+def test_l1c_writer_round_trips_toa_offsets_and_all_13_bands(tmp_path):
+    bands = toa()
+    bands["B10"][0, 0] = np.nan
+    path = make_l1c(tmp_path, bands=bands)
+    assert path.name == f"{L1C_NAME}.SAFE"
+    assert l1c_name("S2A", SENSING60, "05.09", 89, "52UCU", datetime(2023, 5, 12, 4, 35, 51)) == L1C_NAME
+    p = validate_l1c(path)
+    assert (p.name, p.platform, p.mgrs_tile, p.relative_orbit, p.baseline) == (L1C_NAME, "S2A", "52UCU", 89, "05.09")
+    assert p.datetime == SENSING60 and p.cloud_cover == pytest.approx(12.5)
+    assert p.quantification == 10000 and p.offsets == {b: -1000.0 for b in BAND_IDS}
+    assert p.bands == BAND_IDS
+    for band in BAND_IDS:
+        src_path = p.band_path(band)
+        assert src_path.endswith(f"IMG_DATA/T52UCU_20230512T023551_{band}.jp2")
+        with rasterio.open(src_path) as src:
+            res = {"B01": 60, "B09": 60, "B10": 60, "B02": 10, "B03": 10, "B04": 10, "B08": 10}.get(band, 20)
+            assert src.res == (res, res) and src.bounds == rasterio.coords.BoundingBox(*GRID60.bounds)
+            refl = l1c_toa_reflectance(src.read(1), p.offsets[band], p.quantification)
+        expected = bands[band]
+        np.testing.assert_allclose(refl, expected, atol=0.5e-4)  # DN steps of 1e-4, NaN where no data
+        if band == "B10":
+            assert np.isnan(refl[0, 0])
+
+
+def test_l1c_toa_reflectance_applies_the_offset_and_no_data():
+    out = l1c_toa_reflectance(np.array([0, 1000, 3500], np.uint16), -1000.0, 10000.0)
+    assert np.isnan(out[0]) and out[1] == 0.0 and out[2] == pytest.approx(0.25)
+    assert l1c_toa_reflectance(np.array([2500]), 0.0, 10000.0)[0] == pytest.approx(0.25)  # before PB 04.00
+
+
+def test_metadata_footprint_is_read_in_lon_lat_order(tmp_path):
+    p = open_l1c(make_l1c(tmp_path))
+    footprint = shapely.from_wkt(p.footprint_wkt)
+    lon, lat = footprint.centroid.x, footprint.centroid.y
+    assert 125.0 < lon < 127.0 and 47.0 < lat < 49.0  # UTM 52N near Bei'an, not swapped
+    import pyproj
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", GRID60.crs, always_xy=True).transform(lon, lat)
+    assert GRID60.bounds[0] < x < GRID60.bounds[2] and GRID60.bounds[1] < y < GRID60.bounds[3]
+
+
+@pytest.mark.parametrize("zipped", [False, True])
+def test_l1c_missing_band_is_named(tmp_path, zipped):
+    path = make_l1c(tmp_path, omit_bands=("B10",), zip=zipped)
+    assert open_l1c(path).bands == BAND_IDS  # listed in the metadata, file absent
+    with pytest.raises(FileNotFoundError, match=rf"{L1C_NAME}: band B10 \(IMG_DATA/T52UCU_20230512T023551_B10.jp2\)"
+                                                r" is missing: re-download the product or remove it from"):
+        validate_l1c(path)
+    assert validate_l1c(path, required=("B02", "B11")).name == L1C_NAME
+
+
+def test_l1c_folder_read_as_l2a_and_l2a_read_as_l1c_name_the_level(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Level-1C product.*s2.prefer"):
+        open_l2a(make_l1c(tmp_path / "a"))
+    with pytest.raises(FileNotFoundError, match="is a Level-2A product"):
+        open_l1c(make(tmp_path / "b"))

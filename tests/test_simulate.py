@@ -344,4 +344,46 @@ def test_bad_inputs_are_named(aoi_path, tmp_path):
         simulate(aoi_path, tmp_path / "x", legend_path=LEGEND, season=("May 6", "09-27"))
     with pytest.raises(ValueError, match="s2_dates"):
         simulate(aoi_path, tmp_path / "x", legend_path=LEGEND, s2_dates=100)
+    with pytest.raises(ValueError, match="s2_level 'l1b'"):
+        simulate(aoi_path, tmp_path / "x", legend_path=LEGEND, s2_level="l1b")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------- Level-1C
+
+def test_l1c_products_follow_the_layout(run, aoi_path, tmp_path):
+    """s2_level both: per date an L2A identical to the default run's and an L1C of the same acquisition with all
+    13 TOA bands; the cirrus band B10 is bright under the simulated cloud and dark elsewhere."""
+    from cropflow.s2 import BAND_IDS, l1c_toa_reflectance, open_l1c, validate_l1c
+
+    out_a, summary_a = run
+    out = tmp_path / "both"
+    summary = simulate(aoi_path, out, **OPTIONS, seed=42, s2_level="both")
+    product = summary["s2_products"][3]                    # the ~30 % cloudy date of the default pattern
+    l2a_name, l1c_name = product["products"]
+    assert l2a_name == summary_a["s2_products"][3]["product"]
+    l2a = out / "s2" / l2a_name
+    assert _read(_band(l2a, "B04")).tobytes() == _read(_band(out_a / "s2" / l2a_name, "B04")).tobytes()
+    l1c = validate_l1c(out / "s2" / l1c_name)
+    assert l1c.name == l2a_name.replace("MSIL2A", "MSIL1C").replace("T053551", "T043551").removesuffix(".SAFE")
+    assert l1c.bands == BAND_IDS and l1c.cloud_cover > 5.0
+
+    def toa(band):
+        with rasterio.open(l1c.band_path(band)) as src:
+            return l1c_toa_reflectance(src.read(1), l1c.offsets[band], l1c.quantification)
+
+    with rasterio.open(_band(l2a, "SCL")) as src:
+        scl = src.read(1)
+    cloud60 = (np.isin(scl, (8, 9)).reshape(scl.shape[0] // 3, 3, scl.shape[1] // 3, 3).mean(axis=(1, 3)) == 1)
+    clear60 = (np.isin(scl, (4, 5, 6)).reshape(scl.shape[0] // 3, 3, scl.shape[1] // 3, 3).mean(axis=(1, 3)) == 1)
+    b10 = toa("B10")
+    assert cloud60.any() and clear60.any()
+    assert np.median(b10[cloud60]) > 0.1 and np.median(b10[clear60]) < 0.01
+    assert np.nanmean(toa("B02")) > np.nanmean(_reflectance(_band(l2a, "B02"), GRID))  # path radiance in the blue
+
+    only = tmp_path / "l1c"
+    s1c = simulate(aoi_path, only, **OPTIONS, seed=42, s1_orbits=(32,), s2_dates=1, season=("05-06", "06-10"),
+                   s2_level="l1c")
+    assert [p.name for p in (only / "s2").iterdir()] == [s1c["s2_products"][0]["product"]]
+    assert "_MSIL1C_" in s1c["s2_products"][0]["product"]
+    assert open_l1c(only / "s2" / s1c["s2_products"][0]["product"]).relative_orbit == 89

@@ -255,3 +255,75 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     assert inseason["end"].tolist() == ["07-15", "09-27"]
     assert inseason["steps_s1"].iloc[0] < inseason["steps_s1"].iloc[1]
     assert not (tmp_path / "results" / "maps" / "cnn3d").exists(), "patch models are evaluated, not mapped"
+
+
+def test_l1c_inputs_run_through_a_fake_sen2cor(tmp_path):
+    """Level-1C-only inputs through the real Snakefile: without Sen2Cor the sen2cor job fails naming what to do
+    and leaves no output; with tests/fake_sen2cor/L2A_Process the L1C are corrected, masked by SCL and
+    s2cloudless ("both"), ingested and listed in the selection table."""
+    pytest.importorskip("s2cloudless")
+    bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)  # one 2 km tile
+    gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    config = write_config(tmp_path)
+    config["s1"]["engine"] = "preprocessed"
+    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 2, "cloudy": [0.02, 0.3],
+                               "s2_level": "l1c", "s2_margin": 300})
+    config["season"] = {"start": "05-06", "end": "05-31"}
+    config["s2"]["clouds"]["method"] = "both"
+    config["s2"]["sen2cor"]["l2a_process"] = str(tmp_path / "no" / "L2A_Process")
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=tmp_path, env=env, capture_output=True)
+    l1c = sorted(p.name.removesuffix(".SAFE") for p in (tmp_path / "data" / "s2").iterdir())
+    assert len(l1c) == 2 and all("_MSIL1C_" in name for name in l1c)
+
+    target = f"results/s2/l2a/{l1c[0]}"
+    proc = snakemake(tmp_path, target, check=False)
+    assert proc.returncode != 0
+    assert "WARNING: 2 Level-1C product(s) need Sen2Cor" in proc.stderr  # already at DAG building
+    log = (tmp_path / "logs" / "sen2cor" / f"{l1c[0]}.log").read_text()
+    assert "L2A_Process not found at s2.sen2cor.l2a_process" in log and "Install Sen2Cor" in log and l1c[0] in log
+    assert not (tmp_path / target).exists()
+    l2a_dir = tmp_path / "results" / "s2" / "l2a"
+    assert not l2a_dir.exists() or not list(l2a_dir.iterdir()), "nothing half-written is left"
+
+    config["s2"]["sen2cor"]["l2a_process"] = str(REPO / "tests" / "fake_sen2cor" / "L2A_Process")
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    snakemake(tmp_path, "results/inventory/s2_selection.csv", "results/inventory/s2_scenes.csv")
+    scenes = pd.read_csv(tmp_path / "results" / "inventory" / "s2_scenes.csv")
+    assert scenes["level"].tolist() == ["L1C", "L1C"]
+    for name in l1c:
+        out = tmp_path / "results" / "s2" / "l2a" / name
+        assert json.loads((out / "sen2cor.json").read_text())["sen2cor_version"] == "2.12.03"
+        assert (tmp_path / "results" / "s2" / "clouds" / f"{name}.tif").is_file()
+        meta = json.loads((tmp_path / "results" / "s2" / f"{name}.json").read_text())
+        assert meta["scene"] == name and meta["level_in"] == "L1C" and meta["cloud_method"] == "both"
+        assert meta["sen2cor_version"] == "2.12.03" and "_MSIL2A_" in meta["l2a"]
+    selection = pd.read_csv(tmp_path / "results" / "inventory" / "s2_selection.csv")
+    assert selection["scene"].tolist() == l1c
+    assert selection["used"].tolist() == [True, False], "the 30 % cloudy date is left out"
+
+
+def test_s2cloudless_without_l1c_stops_naming_products_and_key(tmp_path):
+    """s2cloudless needs the L1C TOA bands: with L2A-only inputs the run stops at DAG building, no job runs."""
+    bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
+    gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    config = write_config(tmp_path)
+    config["s1"]["engine"] = "preprocessed"
+    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 1, "s2_margin": 300})
+    config["season"] = {"start": "05-06", "end": "05-20"}
+    config["s2"]["clouds"]["method"] = "s2cloudless"
+    with open(tmp_path / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=tmp_path, env=env, capture_output=True)
+    (l2a,) = [p.name.removesuffix(".SAFE") for p in (tmp_path / "data" / "s2").iterdir()]
+    proc = snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "s2.clouds.method: s2cloudless needs the Level-1C product" in out and l2a in out
+    assert "set s2.clouds.method: scl" in out

@@ -115,6 +115,8 @@ def _simulate(a):
 def _inventory_args(p):
     _required("s1", "s2", "cache", "aoi", "tiles")(p)
     p.add_argument("--s1-settings", type=_json, required=True, help="the config's s1 section as JSON")
+    p.add_argument("--s2-settings", type=_json, default={},
+                   help="the config's s2 section (prefer, clouds.method) as JSON")
     p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
     _required("out-s1", "out-pairs", "out-s1-skipped", "out-s1-coverage", "out-s2")(p)
 
@@ -130,7 +132,9 @@ def _inventory(a):
     s1 = s1_inventory({"inputs": {"s1": a.s1, "cache": a.cache}, "s1": a.s1_settings}, read_aoi(a.aoi),
                       gpd.read_file(a.tiles))
     scenes, pairs, skipped = s1.scenes, s1.pairs, s1.skipped
-    s2 = inventory.scan_s2(a.s2, a.cache)
+    s2 = inventory.scan_s2(a.s2, a.cache, **inventory.s2_scan_options(a.s2_settings))
+    for skip in s2.attrs.get("skipped", []):
+        log.warning("S2 product %s skipped: %s", skip["product"], skip["reason"])
     for name, df, out in (("S1 scenes", scenes, a.out_s1), ("S2 products", s2, a.out_s2)):
         season = inventory.in_season(df, *a.season)
         log.info("%s: %d found, %d in the season %s..%s", name, len(df), len(season), *a.season)
@@ -263,16 +267,55 @@ def _s2_args(p):
     p.add_argument("--invalid-scl", nargs="*", type=int, default=[])
     p.add_argument("--cloud-scl", nargs="*", type=int, default=[])
     p.add_argument("--max-cloud", type=float, required=True)
+    p.add_argument("--cloud-method", choices=["scl", "s2cloudless", "both"], default="scl")
+    p.add_argument("--clouds", nargs="*", default=[], help="the s2cloudless mask (rule s2_clouds), if any")
+    p.add_argument("--s2cloudless-scl", nargs="*", type=int, default=[0, 1, 3, 11],
+                   help="SCL classes still invalid with --cloud-method s2cloudless")
     _required("out-tif", "out-json")(p)
 
 
-@command("s2", "an L2A product's bands on the project grid, SCL mask and cloud fraction over the AOI", _s2_args)
+@command("s2", "an L2A product's bands on the project grid, cloud mask and cloud fraction over the AOI", _s2_args)
 def _s2(a):
-    from cropflow import s2
+    from cropflow import s2, sen2cor
     from cropflow.grid import read_aoi
 
-    s2.ingest_l2a(a.product, _load_grid(a.grid), read_aoi(a.aoi), a.bands, a.invalid_scl, a.cloud_scl,
-                  a.max_cloud, a.out_tif, a.out_json)
+    if len(a.clouds) > 1:
+        raise SystemExit(f"--clouds takes one mask, got {len(a.clouds)}")
+    s2.ingest_l2a(sen2cor.resolve_s2_product(a.product), _load_grid(a.grid), read_aoi(a.aoi), a.bands,
+                  a.invalid_scl, a.cloud_scl, a.max_cloud, a.out_tif, a.out_json,
+                  cloud_mask=a.clouds[0] if a.clouds else None, cloud_method=a.cloud_method,
+                  keep_scl=a.s2cloudless_scl, provenance=sen2cor.provenance(a.product))
+
+
+def _sen2cor_args(p):
+    p.add_argument("--product", required=True, help="the Level-1C product (.SAFE folder or .zip)")
+    p.add_argument("--settings", type=_json, required=True, help="the config's s2.sen2cor section as JSON")
+    p.add_argument("--bands", nargs="+", required=True, help="bands the produced L2A must have (s2.bands)")
+    p.add_argument("--out", required=True, help="output folder: <L2A>.SAFE + sen2cor.json")
+
+
+@command("sen2cor", "correct a Level-1C product to Level-2A with Sen2Cor's L2A_Process (validated, atomic)",
+         _sen2cor_args)
+def _sen2cor(a):
+    from cropflow import sen2cor
+
+    sen2cor.run_sen2cor(a.product, a.out, sen2cor.Sen2CorOptions.from_config(a.settings), bands=a.bands)
+
+
+def _s2_clouds_args(p):
+    _required("l1c", "grid", "aoi", "out-tif", "out-json")(p)
+    p.add_argument("--settings", type=_json, required=True, help="the config's s2.clouds.s2cloudless as JSON")
+    p.add_argument("--threads", type=int, default=1)
+
+
+@command("s2-clouds", "s2cloudless cloud mask of a Level-1C product over the AOI", _s2_clouds_args)
+def _s2_clouds(a):
+    from cropflow import clouds
+    from cropflow.grid import read_aoi
+
+    grid = _load_grid(a.grid)
+    bounds = tuple(read_aoi(a.aoi).to_crs(grid.crs).total_bounds)
+    clouds.s2cloudless_mask(a.l1c, grid, bounds, a.settings, a.out_tif, a.out_json, threads=a.threads)
 
 
 def _s2_selection_args(p):
@@ -454,7 +497,6 @@ def _train_args(p):
 
 @command("train", "train one registered model on the train split, early-stopped on the validation split", _train_args)
 def _train(a):
-    _threads(a.threads)
     from cropflow.models import get_spec
     from cropflow.sampleset import load_split, open_split
     from cropflow.training import train
@@ -545,7 +587,6 @@ def _inseason_args(p):
 
 @command("inseason", "train and test one model on growing temporal windows", _inseason_args)
 def _inseason(a):
-    _threads(a.threads)
     from cropflow.inseason import inseason_table, write_inseason
     from cropflow.sampleset import load_split
 
@@ -563,7 +604,6 @@ def _finetune_args(p):
 
 @command("finetune", "fine-tune a pretrained keras model bundle on new samples", _finetune_args)
 def _finetune(a):
-    _threads(a.threads)
     from cropflow.sampleset import load_split
     from cropflow.transfer import finetune
 
@@ -581,7 +621,6 @@ def _infer_args(p):
 
 @command("infer", "classify a tile cube with a trained model, window by window", _infer_args)
 def _infer(a):
-    _threads(a.threads)
     from cropflow.inference import infer_tile
 
     infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend)

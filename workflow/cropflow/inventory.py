@@ -1,4 +1,4 @@
-"""Scene inventories built when the DAG is built: Sentinel-2 L2A products and Sentinel-1 seam rasters.
+"""Scene inventories built when the DAG is built: Sentinel-2 L1C/L2A products and Sentinel-1 seam rasters.
 
 The Snakefile scans the input folders at parse time (no checkpoint per scene), so a new product adds
 exactly its own jobs. Parse-time code runs again in every cluster job, so metadata is read only for
@@ -27,12 +27,15 @@ import rasterio.warp
 import shapely
 
 from cropflow.atomic import atomic_path
-from cropflow.s2 import L2A_NAME_RE, open_l2a, product_bounds, strip_product_suffix
+from cropflow.s2 import (METADATA_FILE, open_l1c, open_l2a, parse_product_name, product_bounds,
+                         strip_product_suffix)
 
 log = logging.getLogger(__name__)
 
-S2_COLUMNS = ["scene", "platform", "mgrs_tile", "datetime", "relative_orbit", "baseline", "path", "size",
-              "checksum", "west", "south", "east", "north", "footprint"]
+S2_COLUMNS = ["scene", "level", "platform", "mgrs_tile", "datetime", "relative_orbit", "baseline", "path", "size",
+              "checksum", "west", "south", "east", "north", "footprint", "cloud_l1c"]
+#: values of config s2.prefer: the level that provides the reflectance when both are present
+S2_PREFER = ("l2a", "l1c")
 S1_SCENE_COLUMNS = ["scene", "platform", "relative_orbit", "pass", "datetime", "path", "size", "checksum",
                     "west", "south", "east", "north", "footprint"]
 S1_PAIR_COLUMNS = ["pair", "platform", "relative_orbit", "reference", "secondary", "datetime_ref", "datetime_sec",
@@ -49,7 +52,7 @@ S1_SCENE_RE = re.compile(
 PAIR_RE = re.compile(r"^R(?P<orbit>\d{3})_(?P<ref>\d{8})_(?P<sec>\d{8})$")
 #: absolute -> relative orbit: (absolute - offset) % 175 + 1 (Sentinel-1 12-day repeat cycle of 175 orbits)
 _S1_ORBIT_OFFSET = {"S1A": 73, "S1B": 27}
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _HASH_LIMIT = 64 * 2**20
 
 
@@ -180,16 +183,25 @@ def safe_entry_kind(entry: os.DirEntry) -> str | None:
     return None
 
 
-def _s2_kind(entry: os.DirEntry) -> str | None:
-    name = entry.name
-    kind = safe_entry_kind(entry)
-    if kind is None:
-        return None
-    if L2A_NAME_RE.match(strip_product_suffix(name)) is None:
-        if "_MSIL1C_" in name:
-            log.info("%s is a Level-1C product: the L2A inventory skips it (run Sen2Cor on it first)", entry.path)
-        return None
-    return kind
+def _s2_classifier(skipped: list[dict[str, str]]) -> Callable[[os.DirEntry], str | None]:
+    """Classify S2 entries as ``dir``/``zip`` of an L1C or L2A product; an entry whose name starts like a
+    Sentinel-2 product but matches neither level (e.g. pre-2016 long names) is recorded in ``skipped``."""
+
+    def classify(entry: os.DirEntry) -> str | None:
+        kind = safe_entry_kind(entry)
+        if kind is None:
+            return None
+        stem = strip_product_suffix(entry.name)
+        if parse_product_name(stem) is None:
+            if stem.startswith("S2"):
+                reason = ("not a Sentinel-2 L1C/L2A product name in the compact naming (2016+, "
+                          "S2x_MSIL1C|MSIL2A_<sensing>_Nxxxx_Rxxx_Txxxxx_<generation>): rename it or remove it")
+                log.warning("%s is skipped: %s", entry.path, reason)
+                skipped.append({"product": entry.name, "reason": reason})
+            return None
+        return kind
+
+    return classify
 
 
 def safe_stamp(entry: os.DirEntry, kind: str, metadata_name: str) -> list:
@@ -206,7 +218,8 @@ def safe_stamp(entry: os.DirEntry, kind: str, metadata_name: str) -> list:
 
 
 def _s2_stamp(entry: os.DirEntry, kind: str) -> list:
-    return safe_stamp(entry, kind, "MTD_MSIL2A.xml")
+    parsed = parse_product_name(strip_product_suffix(entry.name))
+    return safe_stamp(entry, kind, METADATA_FILE[str(parsed["level"]) if parsed else "L2A"])
 
 
 def _tree_size(path: Path) -> int:
@@ -215,56 +228,155 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _footprint_bounds(wkt: str) -> tuple[float, float, float, float]:
+    return tuple(float(v) for v in shapely.from_wkt(wkt).bounds)  # type: ignore[return-value]
+
+
 def _read_s2_record(path: Path, kind: str) -> dict:
-    """Product-level metadata of one L2A product (the expensive part of a scan)."""
+    """Product-level metadata of one L1C or L2A product (the expensive part of a scan).
+
+    The footprint is the L1C's Product_Footprint when its metadata has one, else the outline of a band raster
+    (SCL for L2A, B02 for L1C)."""
+    parsed = parse_product_name(strip_product_suffix(path.name))
+    level = str(parsed["level"]) if parsed else "L2A"
     try:
-        product = open_l2a(path)
-        west, south, east, north = product_bounds(product)
-        with rasterio.open(product.band_path("SCL")) as src:
-            footprint = footprint_wkt(src.crs, src.bounds)
+        product = open_l1c(path) if level == "L1C" else open_l2a(path)
+        footprint = getattr(product, "footprint_wkt", None)
+        if footprint is not None:
+            west, south, east, north = _footprint_bounds(footprint)
+        else:
+            band = "SCL" if level == "L2A" else "B02"
+            with rasterio.open(product.band_path(band)) as src:
+                if src.crs is None:
+                    raise ValueError(f"{band} has no georeferencing")
+                footprint = footprint_wkt(src.crs, src.bounds)
+                west, south, east, north = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds,
+                                                                          densify_pts=21)
     except (OSError, ValueError, KeyError, rasterio.errors.RasterioError) as err:
-        raise ValueError(f"{path}: unreadable Sentinel-2 L2A product ({err}); re-download it or remove it "
+        raise ValueError(f"{path}: unreadable Sentinel-2 {level} product ({err}); re-download it or remove it "
                          f"from {path.parent}") from err
-    return {"entry": path.name, "scene": product.name, "platform": product.platform, "mgrs_tile": product.mgrs_tile,
-            "datetime": _iso(product.datetime), "relative_orbit": product.relative_orbit,
-            "baseline": product.baseline, "size": _tree_size(path), "checksum": product.metadata_sha256,
-            "west": west, "south": south, "east": east, "north": north, "footprint": footprint}
+    return {"entry": path.name, "scene": product.name, "level": level, "platform": product.platform,
+            "mgrs_tile": product.mgrs_tile, "datetime": _iso(product.datetime),
+            "relative_orbit": product.relative_orbit, "baseline": product.baseline, "size": _tree_size(path),
+            "checksum": product.metadata_sha256, "west": west, "south": south, "east": east, "north": north,
+            "footprint": footprint}
 
 
-def _keep_newest_baseline(df: pd.DataFrame) -> pd.DataFrame:
-    """One product per acquisition (platform, tile, orbit, sensing time): the newest processing baseline
-    (then the newest generation time) is kept; every dropped product is logged."""
+def _baseline_rank(baseline: str) -> tuple[int, int, int]:
+    """Sort key of a processing baseline: official baselines (< 99.00) above local processings (Sen2Cor run
+    by a user: 99.xx), then by number."""
+    major, minor = (int(p) for p in str(baseline).split("."))
+    return (0 if major >= 99 else 1, major, minor)
+
+
+def _acquisition_key(df: pd.DataFrame) -> pd.Series:
+    """(platform, relative orbit, MGRS tile, sensing time from the name): one acquisition, whatever the level."""
+    sensing = df["scene"].str.extract(r"_MSIL(?:1C|2A)_(\d{8}T\d{6})_", expand=False).fillna(df["datetime"])
+    return df["platform"] + "_R" + df["relative_orbit"].astype(int).map("{:03d}".format) + "_T" + \
+        df["mgrs_tile"] + "_" + sensing
+
+
+def keep_newest_baseline(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """(kept, dropped): one product per level and acquisition (platform, relative orbit, tile, sensing time in
+    the name). The newest official processing baseline is kept, then the newest generation time; a local
+    Sen2Cor processing (baseline 99.xx) never replaces an official one. Every dropped product is logged as a
+    warning and returned as {"product", "reason"}."""
     if df.empty:
-        return df
+        return df, []
     order = df.assign(
-        _baseline=df["baseline"].map(lambda b: tuple(int(p) for p in str(b).split("."))),
+        _acq=_acquisition_key(df),
+        _rank=df["baseline"].map(_baseline_rank),
         _generation=df["scene"].str.extract(r"_(\d{8}T\d{6})$", expand=False).fillna(""),
-    ).sort_values(["_baseline", "_generation"])
-    key = ["platform", "mgrs_tile", "relative_orbit", "datetime"]
+    ).sort_values(["_rank", "_generation"])
+    key = ["level", "_acq"]
     dup = order.duplicated(key, keep="last")
-    kept = order[~dup].set_index(key)["scene"]
+    kept = order[~dup].set_index(key)
+    dropped = []
     for _, row in order[dup].iterrows():
-        log.warning("%s (baseline %s) is left out: %s is the same acquisition with the newest processing baseline",
-                    row["path"], row["baseline"], kept.loc[tuple(row[k] for k in key)])
-    return df.loc[order.index[~dup]]
+        winner = kept.loc[(row["level"], row["_acq"])]
+        reason = (f"processing baseline {row['baseline']} is older than {winner['baseline']} of {winner['scene']}"
+                  if _baseline_rank(row["baseline"]) < _baseline_rank(winner["baseline"]) else
+                  f"same processing baseline {row['baseline']} as {winner['scene']}, generated earlier")
+        log.warning("%s is left out: %s (the same %s acquisition)", row["path"], reason, row["level"])
+        dropped.append({"product": row["scene"], "reason": reason})
+    return df.loc[order.index[~dup]], dropped
 
 
-def scan_s2(folder: str | os.PathLike, cache_path: str | os.PathLike) -> pd.DataFrame:
-    """Inventory of the Sentinel-2 L2A products (``*.SAFE`` folders, ``*.zip``) directly in ``folder``.
+def choose_level(df: pd.DataFrame, prefer: str = "l2a", clouds_need_l1c: bool = False
+                 ) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """(kept, dropped): where one acquisition has both an L1C and an L2A, ``prefer`` (config s2.prefer) says
+    which provides the reflectance; the other is dropped with its reason (logged). With ``prefer`` "l2a" and
+    ``clouds_need_l1c`` (s2cloudless masks), the L1C is not dropped but named in the L2A's ``cloud_l1c``
+    column. ``cloud_l1c`` is an L1C row's own path, else the L1C twin's path or ""."""
+    if prefer not in S2_PREFER:
+        raise ValueError(f"s2.prefer {prefer!r}: give one of {', '.join(S2_PREFER)}")
+    df = df.assign(cloud_l1c=np.where(df["level"] == "L1C", df["path"], ""))
+    if df.empty:
+        return df, []
+    acq = _acquisition_key(df)
+    keep = pd.Series(True, index=df.index)
+    dropped = []
+    for _, idx in df.groupby(acq).groups.items():
+        rows = df.loc[idx]
+        if rows["level"].nunique() < 2:
+            continue
+        l1c, l2a = rows[rows["level"] == "L1C"].iloc[0], rows[rows["level"] == "L2A"].iloc[0]
+        if prefer == "l2a":
+            keep[l1c.name] = False
+            if clouds_need_l1c:
+                df.loc[l2a.name, "cloud_l1c"] = l1c["path"]
+                log.info("%s provides the s2cloudless mask of %s", l1c["scene"], l2a["scene"])
+                continue
+            reason = f"its Level-2A {l2a['scene']} is used (s2.prefer: l2a)"
+            loser = l1c
+        else:
+            keep[l2a.name] = False
+            reason = f"its Level-1C {l1c['scene']} is corrected with Sen2Cor instead (s2.prefer: l1c)"
+            loser = l2a
+        log.warning("%s is left out: %s", loser["path"], reason)
+        dropped.append({"product": loser["scene"], "reason": reason})
+    return df[keep], dropped
 
-    Columns ``S2_COLUMNS``: scene (product name), platform, mgrs_tile, datetime (UTC ISO), relative_orbit,
-    baseline, path, size (bytes of the zip or of the folder's files), checksum (sha256 of
-    MTD_MSIL2A.xml), west/south/east/north (bounds of the product's rasters in EPSG:4326). Metadata is
-    read only for entries missing from the cache ``cache_path`` or whose stamp changed (zip: size and
-    mtime; folder: folder mtime, MTD_MSIL2A.xml size and mtime). Entries that are not L2A product names
-    are ignored (debug log); a product that cannot be read raises ValueError naming it. Of several
-    products of one acquisition, only the newest processing baseline is kept (logged).
+
+def s2_scan_options(section: dict | None) -> dict[str, object]:
+    """``scan_s2`` keyword arguments from the config's ``s2`` section: ``prefer`` (s2.prefer, default l2a) and
+    ``clouds_need_l1c`` (s2.clouds.method is s2cloudless or both)."""
+    section = section or {}
+    method = (section.get("clouds") or {}).get("method", "scl")
+    return {"prefer": section.get("prefer", "l2a"), "clouds_need_l1c": method != "scl"}
+
+
+def scan_s2(folder: str | os.PathLike, cache_path: str | os.PathLike, prefer: str = "l2a",
+            clouds_need_l1c: bool = False) -> pd.DataFrame:
+    """Inventory of the Sentinel-2 Level-1C and Level-2A products (``*.SAFE`` folders, ``*.zip``) directly in
+    ``folder``.
+
+    Columns ``S2_COLUMNS``: scene (product name), level (L1C | L2A), platform, mgrs_tile, datetime (UTC ISO),
+    relative_orbit, baseline, path, size (bytes of the zip or of the folder's files), checksum (sha256 of the
+    MTD_MSIL1C.xml / MTD_MSIL2A.xml), west/south/east/north and footprint (EPSG:4326: the L1C's
+    Product_Footprint, else a band raster's outline), cloud_l1c (the L1C whose TOA bands feed s2cloudless:
+    the row's own path for an L1C, an L1C twin's path for an L2A when ``clouds_need_l1c``, else ""). An L1C
+    row's reflectance comes from Sen2Cor (rule sen2cor).
+
+    Metadata is read only for entries missing from the cache ``cache_path`` or whose stamp changed (zip: size
+    and mtime; folder: folder mtime, metadata file size and mtime). A product that cannot be read raises
+    ValueError naming it. Products are dropped, each logged and listed with its reason in
+    ``df.attrs["skipped"]`` (a list of {"product": name, "reason": text}): names that look like Sentinel-2 but
+    are not compact L1C/L2A names; older processing baselines of one level and acquisition
+    (``keep_newest_baseline``); the level ``prefer`` (s2.prefer) does not pick when both exist (``choose_level``).
     """
+    skipped: list[dict[str, str]] = []
     # the reader is looked up at call time so that it can be wrapped (e.g. counted in tests)
-    records = _scan(folder, cache_path, "S2", _s2_kind, _s2_stamp, lambda p, k: _read_s2_record(p, k))
-    df = pd.DataFrame(records, columns=S2_COLUMNS)
-    df = _keep_newest_baseline(df)
-    return df.sort_values(["datetime", "scene"]).reset_index(drop=True)
+    records = _scan(folder, cache_path, "S2", _s2_classifier(skipped), _s2_stamp,
+                    lambda p, k: _read_s2_record(p, k))
+    df = pd.DataFrame(records, columns=[c for c in S2_COLUMNS if c != "cloud_l1c"])
+    df, dropped = keep_newest_baseline(df)
+    skipped += dropped
+    df, dropped = choose_level(df, prefer, clouds_need_l1c)
+    skipped += dropped
+    df = df[S2_COLUMNS].sort_values(["datetime", "scene"]).reset_index(drop=True)
+    df.attrs["skipped"] = skipped
+    return df
 
 
 # -------------------------------------------------------------------------------------------------- S1

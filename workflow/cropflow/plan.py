@@ -103,7 +103,7 @@ def build_plan(config: dict) -> Plan:
     season = config["season"]
     s1 = s1_inventory(config, aoi, tiles)
     s1_scenes, s1_pairs, s1_skipped = s1.scenes, s1.pairs, s1.skipped
-    s2_scenes = inventory.scan_s2(config["inputs"]["s2"], cache)
+    s2_scenes = inventory.scan_s2(config["inputs"]["s2"], cache, **inventory.s2_scan_options(config.get("s2")))
     s1_scenes = inventory.in_season(s1_scenes, season["start"], season["end"])
     s2_scenes = inventory.in_season(s2_scenes, season["start"], season["end"])
     if not s1_pairs.empty:

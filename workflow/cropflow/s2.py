@@ -1,6 +1,10 @@
-"""Sentinel-2 L2A products (Sen2Cor SAFE layout): metadata, band files, BOA reflectance, SCL masks, ingestion.
+"""Sentinel-2 L1C and L2A products (ESA SAFE layout): metadata, band files, TOA/BOA reflectance, SCL masks,
+ingestion.
 
 A product is a ``<name>.SAFE`` folder or a ``.zip`` whose root holds that folder (as ESA ships them).
+Level-1C (top-of-atmosphere, ``MTD_MSIL1C.xml``) is read by ``open_l1c``/``validate_l1c`` for Sen2Cor and
+the s2cloudless detector; the reflectance stacked by the workflow always comes from a Level-2A product
+(ESA's, or one Sen2Cor made from an L1C: ``cropflow.sen2cor``).
 ``ingest_l2a`` puts the configured bands of one product on the project grid, window by window, with
 invalid scene-classification (SCL) pixels set to NaN, and writes a JSON sidecar saying whether the
 product is usable (cloud fraction over the AOI, coverage, valid fraction).
@@ -42,6 +46,10 @@ BAND_IDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B
 NATIVE_RESOLUTION: dict[str, int] = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20,
                                      "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20,
                                      "SCL": 20}
+#: native resolution (m) of each L1C band (all 13, B10 cirrus included)
+L1C_RESOLUTION: dict[str, int] = {**{b: r for b, r in NATIVE_RESOLUTION.items() if b != "SCL"}, "B10": 60}
+#: namespace of the root element of MTD_MSIL1C.xml
+L1C_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd"
 #: namespace of the root element of MTD_MSIL2A.xml
 L2A_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd"
 #: namespace of the root element of the granule's MTD_TL.xml
@@ -50,11 +58,19 @@ TILE_NAMESPACE = "https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-2A_Tile_M
 SCL_CLOUD_CLASSES: tuple[int, ...] = (8, 9, 10)
 SPACECRAFT = {"S2A": "Sentinel-2A", "S2B": "Sentinel-2B", "S2C": "Sentinel-2C", "S2D": "Sentinel-2D"}
 
+#: ESA product name (compact naming, 2016+) of a Level-1C or Level-2A product (without .SAFE)
+PRODUCT_NAME_RE = re.compile(
+    r"^(?P<platform>S2[A-D])_MSIL(?P<level>1C|2A)_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})"
+    r"_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})_(?P<generation>\d{8}T\d{6})$"
+)
 #: ESA product name of a Level-2A product (without .SAFE)
 L2A_NAME_RE = re.compile(
     r"^(?P<platform>S2[A-D])_MSIL2A_(?P<sensing>\d{8}T\d{6})_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})"
     r"_T(?P<tile>\d{2}[A-Z]{3})_(?P<generation>\d{8}T\d{6})$"
 )
+#: metadata file at the root of a product of each level
+METADATA_FILE = {"L1C": "MTD_MSIL1C.xml", "L2A": "MTD_MSIL2A.xml"}
+_L1C_IMAGE_FILE_RE = re.compile(r"IMG_DATA/[^/]*_(?P<band>B\d[\dA])$")
 _IMAGE_FILE_RE = re.compile(r"IMG_DATA/R(?P<res>\d{2})m/[^/]*_(?P<band>B\d[\dA]|SCL)_(?P=res)m$")
 _BAND_RE = re.compile(r"^B(?P<num>\d{1,2}|8A)$", re.IGNORECASE)
 
@@ -78,19 +94,29 @@ def normalise_band(band: str) -> str:
     return name
 
 
-def parse_l2a_name(name: str) -> dict[str, object] | None:
-    """Fields of an L2A product name (``.SAFE``/``.zip`` suffixes allowed), or None if it is not one."""
+def parse_product_name(name: str) -> dict[str, object] | None:
+    """Fields of an L1C or L2A product name (``.SAFE``/``.zip`` suffixes allowed), or None if it is not one.
+
+    ``level`` is "L1C" or "L2A"; ``baseline`` "NN.NN"; times are UTC datetimes."""
     stem = strip_product_suffix(name)
-    m = L2A_NAME_RE.match(stem)
+    m = PRODUCT_NAME_RE.match(stem)
     if m is None:
         return None
     return {
-        "name": stem, "platform": m["platform"],
+        "name": stem, "level": f"L{m['level']}", "platform": m["platform"],
         "sensing_time": datetime.strptime(m["sensing"], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc),
         "baseline": f"{m['baseline'][:2]}.{m['baseline'][2:]}", "relative_orbit": int(m["orbit"]),
         "mgrs_tile": m["tile"],
         "generation_time": datetime.strptime(m["generation"], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc),
     }
+
+
+def parse_l2a_name(name: str) -> dict[str, object] | None:
+    """Fields of an L2A product name (``.SAFE``/``.zip`` suffixes allowed), or None if it is not one."""
+    parsed = parse_product_name(name)
+    if parsed is None or parsed["level"] != "L2A":
+        return None
+    return {k: v for k, v in parsed.items() if k != "level"}
 
 
 def strip_product_suffix(name: str) -> str:
@@ -105,15 +131,18 @@ def strip_product_suffix(name: str) -> str:
 
 
 class _Source:
-    """Files of one SAFE product, in a folder or inside a zip, addressed relative to the .SAFE folder."""
+    """Files of one SAFE product of ``level`` ("L1C" or "L2A"), in a folder or inside a zip, addressed relative
+    to the .SAFE folder."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, level: str = "L2A"):
+        self.path, self.level = path, level
+        mtd = METADATA_FILE[level]
+        other = METADATA_FILE["L1C" if level == "L2A" else "L2A"]
         if path.is_dir():
             self.zip_members: frozenset[str] | None = None
             self.safe_dir = path.name
-            if not (path / "MTD_MSIL2A.xml").is_file():
-                raise FileNotFoundError(self._no_mtd_message(has_l1c=(path / "MTD_MSIL1C.xml").is_file()))
+            if not (path / mtd).is_file():
+                raise FileNotFoundError(self._no_mtd_message(has_other=(path / other).is_file()))
         elif path.is_file():
             try:
                 with zipfile.ZipFile(path) as zf:
@@ -121,22 +150,24 @@ class _Source:
             except zipfile.BadZipFile as err:
                 raise ValueError(f"{path}: not a readable zip ({err}): re-download the product") from err
             self.zip_members = frozenset(names)
-            tops = sorted({n.split("/", 1)[0] for n in names if n.endswith(".SAFE/MTD_MSIL2A.xml")
-                           and n.count("/") == 1})
+            tops = sorted({n.split("/", 1)[0] for n in names if n.endswith(f".SAFE/{mtd}") and n.count("/") == 1})
             if len(tops) != 1:
-                l1c = any(n.endswith("/MTD_MSIL1C.xml") for n in names)
-                raise FileNotFoundError(self._no_mtd_message(has_l1c=l1c))
+                raise FileNotFoundError(self._no_mtd_message(has_other=any(n.endswith(f"/{other}") for n in names)))
             self.safe_dir = tops[0]
         else:
             raise FileNotFoundError(f"Sentinel-2 product {path} does not exist")
         self.name = strip_product_suffix(self.safe_dir)
 
-    def _no_mtd_message(self, has_l1c: bool) -> str:
-        if has_l1c:
-            return (f"{self.path} is a Level-1C product (MTD_MSIL1C.xml): cropflow reads Level-2A products; "
-                    f"run Sen2Cor (L2A_Process) on it first")
-        return (f"{self.path}: no <name>.SAFE/MTD_MSIL2A.xml found: this is not a complete Sentinel-2 L2A "
-                f"product; re-download it or remove it from {self.path.parent}")
+    def _no_mtd_message(self, has_other: bool) -> str:
+        if has_other and self.level == "L2A":
+            return (f"{self.path} is a Level-1C product (MTD_MSIL1C.xml), not Level-2A: the workflow corrects it "
+                    f"with Sen2Cor (rule sen2cor, config s2.sen2cor) or uses its Level-2A product when both are in "
+                    f"inputs.s2 (config s2.prefer)")
+        if has_other:
+            return (f"{self.path} is a Level-2A product (MTD_MSIL2A.xml), not Level-1C: read it as Level-2A "
+                    f"(cropflow.s2.open_l2a)")
+        return (f"{self.path}: no <name>.SAFE/{METADATA_FILE[self.level]} found: this is not a complete "
+                f"Sentinel-2 {self.level} product; re-download it or remove it from {self.path.parent}")
 
     def read(self, rel: str) -> bytes:
         if self.zip_members is None:
@@ -287,6 +318,149 @@ def product_bounds(product: L2AProduct, crs: str = "EPSG:4326") -> tuple[float, 
     return (left, bottom, right, top)
 
 
+# ------------------------------------------------------------------------------------------ Level-1C
+
+
+@dataclass(frozen=True)
+class L1CProduct:
+    """One Sentinel-2 Level-1C product (top-of-atmosphere reflectance): metadata and its band files.
+
+    ``offsets`` are the RADIO_ADD_OFFSET per band (0 before baseline 04.00, -1000 after), ``quantification``
+    the QUANTIFICATION_VALUE, ``cloud_cover`` the product's Cloud_Coverage_Assessment (percent),
+    ``footprint_wkt`` the Product_Footprint (lon/lat WKT) or None when the metadata has none. Every band is
+    at its native resolution (``L1C_RESOLUTION``); use ``band_path(band)`` to get one that is checked to exist.
+    """
+
+    name: str
+    path: Path
+    platform: str
+    datetime: datetime
+    mgrs_tile: str
+    relative_orbit: int
+    baseline: str
+    quantification: float
+    offsets: dict[str, float]
+    cloud_cover: float
+    footprint_wkt: str | None
+    metadata_sha256: str = ""
+    _members: dict[str, str] = field(default_factory=dict, repr=False)  # band -> path inside the .SAFE
+    _source: _Source | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """The bands the metadata lists, in ESA band_id order."""
+        return tuple(b for b in BAND_IDS if b in self._members)
+
+    def band_path(self, band: str) -> str:
+        """GDAL path of a band (B10 included) after checking that its file is there."""
+        band = "B10" if str(band).strip().upper() == "B10" else normalise_band(band)
+        if band not in self._members:
+            raise FileNotFoundError(
+                f"{self.name}: band {band} is not listed in MTD_MSIL1C.xml (it lists {', '.join(self.bands)}): "
+                f"re-download the product or remove it from {self.path.parent}")
+        rel = self._members[band]
+        if self._source is not None and not self._source.exists(rel):
+            short = "/".join(rel.split("/")[-2:])
+            raise FileNotFoundError(
+                f"{self.name}: band {band} ({short}) is missing: re-download the product or remove it "
+                f"from {self.path.parent}"
+            )
+        assert self._source is not None
+        return self._source.gdal_path(rel)
+
+
+def metadata_footprint(root: ET.Element) -> str | None:
+    """The product's ``Product_Footprint/.../EXT_POS_LIST`` ("lat lon lat lon ...") as a lon/lat WKT polygon,
+    or None when the metadata has no footprint."""
+    for el in root.iter():
+        if local_name(el.tag) == "EXT_POS_LIST" and el.text and el.text.split():
+            values = [float(v) for v in el.text.split()]
+            if len(values) < 8 or len(values) % 2:
+                return None
+            pairs = [(values[i + 1], values[i]) for i in range(0, len(values), 2)]
+            if pairs[0] != pairs[-1]:
+                pairs.append(pairs[0])
+            return "POLYGON ((" + ", ".join(f"{lon:.8f} {lat:.8f}" for lon, lat in pairs) + "))"
+    return None
+
+
+def _datetime_utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def open_l1c(path: str | os.PathLike) -> L1CProduct:
+    """Open a Level-1C product (``.SAFE`` folder or ``.zip``) and read MTD_MSIL1C.xml.
+
+    Raises FileNotFoundError when there is no MTD_MSIL1C.xml (naming the level found instead) and ValueError
+    when the metadata is malformed. Band files are checked when asked for (``band_path``, ``validate_l1c``).
+    """
+    src = _Source(Path(path), "L1C")
+    raw = src.read(METADATA_FILE["L1C"])
+    where = f"{path}: {src.safe_dir}/{METADATA_FILE['L1C']}"
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as err:
+        raise ValueError(f"{where} is not valid XML ({err}): re-download the product") from err
+    offsets = {b: 0.0 for b in BAND_IDS}  # baselines before 04.00 have no offset
+    for el in root.iter():
+        if local_name(el.tag) == "RADIO_ADD_OFFSET":
+            try:
+                offsets[BAND_IDS[int(el.attrib["band_id"])]] = float(el.text or 0)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"{where}: malformed RADIO_ADD_OFFSET {el.attrib} ({err}); re-download the "
+                                 f"product") from err
+    members: dict[str, str] = {}
+    for el in root.iter():
+        if local_name(el.tag) != "IMAGE_FILE" or not el.text:
+            continue
+        rel = el.text.strip().removesuffix(".jp2")
+        m = _L1C_IMAGE_FILE_RE.search(rel)
+        if m is not None and m["band"] in BAND_IDS:
+            members[m["band"]] = rel + ".jp2"
+    if not members:
+        raise ValueError(f"{where} lists no band image (Granule_List/IMAGE_FILE ..._B01): not a complete "
+                         f"Level-1C product; re-download it")
+    parsed = parse_product_name(src.name)
+    tile = parsed["mgrs_tile"] if parsed else None
+    if tile is None:
+        m = re.search(r"T(\d{2}[A-Z]{3})_", next(iter(members.values())).rsplit("/", 1)[-1])
+        if m is None:
+            raise ValueError(f"{path}: cannot tell the MGRS tile from the product or file names")
+        tile = m[1]
+    spacecraft = _xml_text(root, "SPACECRAFT_NAME", where)
+    return L1CProduct(
+        name=src.name, path=Path(path), platform="S2" + spacecraft.strip()[-1].upper(),
+        datetime=_datetime_utc(_xml_text(root, "PRODUCT_START_TIME", where)), mgrs_tile=str(tile),
+        relative_orbit=int(_xml_text(root, "SENSING_ORBIT_NUMBER", where)),
+        baseline=_xml_text(root, "PROCESSING_BASELINE", where),
+        quantification=float(_xml_text(root, "QUANTIFICATION_VALUE", where)),
+        offsets=offsets, cloud_cover=float(_xml_text(root, "Cloud_Coverage_Assessment", where)),
+        footprint_wkt=metadata_footprint(root), metadata_sha256=hashlib.sha256(raw).hexdigest(),
+        _members=members, _source=src,
+    )
+
+
+def validate_l1c(path: str | os.PathLike, required: Sequence[str] = BAND_IDS) -> L1CProduct:
+    """``open_l1c`` plus a check that every band of ``required`` is listed and its file exists.
+
+    A missing band raises FileNotFoundError naming the product, the band and its file, and the fix
+    (re-download the product or remove it from the input folder)."""
+    product = open_l1c(path)
+    for band in required:
+        product.band_path(band)
+    return product
+
+
+def l1c_toa_reflectance(dn: np.ndarray, offset: float, quantification: float) -> np.ndarray:
+    """Top-of-atmosphere reflectance of L1C digital numbers (float32; DN 0 and NaN -> NaN).
+
+    ESA Sentinel-2 L1C product specification (baseline >= 04.00 harmonisation):
+    reflectance = (DN + RADIO_ADD_OFFSET) / QUANTIFICATION_VALUE, DN 0 being "no data".
+    """
+    return boa_reflectance(dn, offset, quantification)
+
+
 # ---------------------------------------------------------------------------------------------- pure math
 
 
@@ -392,6 +566,11 @@ def ingest_l2a(
     out_tif: str | os.PathLike,
     out_json: str | os.PathLike,
     window_rows: int = 512,
+    *,
+    cloud_mask: str | os.PathLike | None = None,
+    cloud_method: str = "scl",
+    keep_scl: Iterable[int] = (0, 1, 3, 11),
+    provenance: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """Put the ``bands`` of one L2A product on the project ``grid`` as float32 BOA reflectance.
 
@@ -407,8 +586,17 @@ def ingest_l2a(
     ``cloud_scl`` pixels among those (null when none is covered), ``valid_fraction`` = share of AOI pixels
     left valid. ``used`` is false (logged as a warning, the raster is still written) when the product does
     not cover the AOI, when its cloud fraction exceeds ``max_cloud_fraction`` or when no pixel is valid.
-    Returns the sidecar dict.
+
+    ``cloud_method`` "s2cloudless" or "both" combine SCL with the s2cloudless mask ``cloud_mask`` (the raster
+    of ``cropflow.clouds.s2cloudless_mask``, read with nearest resampling) by ``cropflow.clouds.combine_masks``
+    (``keep_scl``: SCL classes still invalid with "s2cloudless"). ``provenance`` (e.g. Sen2Cor's
+    ``sen2cor.json``) adds ``level_in``, ``l2a`` and ``sen2cor_version`` to the sidecar. Returns the sidecar dict.
     """
+    from cropflow.clouds import combine_masks
+
+    if cloud_method != "scl" and cloud_mask is None:
+        raise ValueError(f"s2.clouds.method {cloud_method}: give the s2cloudless mask of {Path(product_path).name} "
+                         f"(rule s2_clouds)")
     product = open_l2a(product_path)
     names = [normalise_band(b) for b in bands]
     if not names:
@@ -422,7 +610,8 @@ def ingest_l2a(
     invalid, clouds = list(invalid_scl), list(cloud_scl)
     mask_fn = _aoi_mask_fn(aoi, grid)
     n_inside = n_covered = n_cloud = n_valid = 0
-    tags = {"SCENE": product.name, "DATETIME": product.datetime.isoformat(), "MGRS_TILE": product.mgrs_tile,
+    scene = str(provenance["l1c"]) if provenance and provenance.get("l1c") else product.name
+    tags = {"SCENE": scene, "L2A": product.name, "DATETIME": product.datetime.isoformat(), "MGRS_TILE": product.mgrs_tile,
             "PLATFORM": product.platform, "RELATIVE_ORBIT": product.relative_orbit, "BASELINE": product.baseline}
     windows = row_windows(grid, window_rows)
     log.info("%s: %d bands onto the %d x %d grid in %d windows (%s)", product.name, len(names), grid.height,
@@ -437,14 +626,18 @@ def ingest_l2a(
                 writer.write(np.full((len(names), *sub.shape), np.nan, dtype=np.float32), win)
                 continue
             scl = read_on_grid(scl_path, sub, resampling="nearest", dtype="uint8", nodata=0)[0]
+            s2c = (read_on_grid(cloud_mask, sub, bands=[2], resampling="nearest", dtype="uint8", nodata=255)[0]
+                   if cloud_method != "scl" else None)
+            invalid_px, cloud_px = combine_masks(scl, s2c, cloud_method, invalid, clouds, keep_scl)
             refl = np.stack([
                 boa_reflectance(read_on_grid(paths[b], sub, resampling=methods[b])[0], product.offsets[b],
                                 product.quantification)
                 for b in names
             ])
-            valid = scl_valid_mask(scl, invalid) & (scl != 0) & np.isfinite(refl).all(axis=0)
+            valid = ~invalid_px & (scl != 0) & np.isfinite(refl).all(axis=0)
             refl[:, ~valid] = np.nan
-            cloudy, covered = cloud_counts(scl, clouds, inside)
+            covered_px = (scl != 0) & inside
+            cloudy, covered = int(np.count_nonzero(covered_px & cloud_px)), int(np.count_nonzero(covered_px))
             n_cloud, n_covered = n_cloud + cloudy, n_covered + covered
             n_valid += int(np.count_nonzero(valid & inside))
             writer.write(refl, win)
@@ -453,10 +646,12 @@ def ingest_l2a(
     cloud = n_cloud / n_covered if n_covered else math.nan
     reason = _unused_reason(coverage, cloud, n_valid, max_cloud_fraction)
     meta: dict[str, object] = {
-        "scene": product.name, "datetime": product.datetime.isoformat(), "tile": product.mgrs_tile,
+        "scene": scene, "datetime": product.datetime.isoformat(), "tile": product.mgrs_tile,
         "cloud_fraction": None if math.isnan(cloud) else cloud,
         "valid_fraction": n_valid / n_inside if n_inside else 0.0, "coverage": coverage,
-        "used": reason is None, "reason": reason,
+        "used": reason is None, "reason": reason, "cloud_method": cloud_method,
+        "level_in": "L1C" if provenance else "L2A", "l2a": product.name,
+        "sen2cor_version": provenance.get("sen2cor_version") if provenance else "esa",
     }
     if reason is not None:
         log.warning("%s is not used: %s (cloud fraction over the AOI %s, coverage %.3f)", product.name, reason,

@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,7 +70,7 @@ from cropflow.simulate.sentinel1 import (
     write_pair,
     write_scene,
 )
-from cropflow.simulate.sentinel2 import write_l2a
+from cropflow.simulate.sentinel2 import write_l1c, write_l2a
 from cropflow.simulate.slc import (
     TEMPLATE,
     dem_sampler,
@@ -94,6 +94,16 @@ CLOUD_SCL = (3, 8, 9, 10)
 _CLOUD = np.array([0.52, 0.52, 0.53, 0.54, 0.55, 0.55, 0.56, 0.56, 0.47, 0.38], dtype=np.float32)
 _SHADOW = np.array([0.45, 0.45, 0.42, 0.38, 0.34, 0.32, 0.30, 0.30, 0.30, 0.30], dtype=np.float32)
 _BANDS_10M = ("B02", "B03", "B04", "B08")
+#: top-of-atmosphere model of the L1C products (plausible, not radiative transfer): TOA = path + T * BOA, path
+#: reflectance falling with wavelength (Rayleigh + aerosol) and a direct + diffuse transmittance T per band
+_PATH = {"B01": 0.080, "B02": 0.060, "B03": 0.040, "B04": 0.025, "B05": 0.020, "B06": 0.016, "B07": 0.014,
+         "B08": 0.012, "B8A": 0.011, "B09": 0.004, "B10": 0.0, "B11": 0.004, "B12": 0.003}
+_TRANSMITTANCE = {"B01": 0.85, "B02": 0.87, "B03": 0.89, "B04": 0.91, "B05": 0.92, "B06": 0.93, "B07": 0.93,
+                  "B08": 0.94, "B8A": 0.94, "B09": 0.30, "B10": 0.0, "B11": 0.95, "B12": 0.95}
+#: cirrus band B10 (1375 nm, water-vapour absorption: the ground is not seen): clear sky and thick-cloud TOA
+_B10_CLEAR, _B10_CLOUD = 0.002, 0.25
+#: simulated product levels (config simulate.s2_level)
+S2_LEVELS = ("l2a", "l1c", "both")
 #: point spread of the MSI at 10 m (Gaussian sd, m)
 _PSF_SIGMA_M = 5.0
 _MGRS_LAT_BANDS = "CDEFGHJKLMNPQRSTUVWX"
@@ -355,10 +365,37 @@ def simulate_s2_bands(world: World, doy: float, wetness: float, rng: np.random.G
     return out
 
 
+def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
+    h, w = a.shape
+    return a.reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
+
+
+def toa_from_boa(boa: Mapping[str, np.ndarray], opacity20: np.ndarray) -> dict[str, np.ndarray]:
+    """All 13 Level-1C bands (TOA reflectance at native resolution) from the simulated BOA bands (10 m bands at
+    10 m, 20 m bands at 20 m, clouds already blended in) and the cloud opacity at 20 m.
+
+    A plausible model, not radiative transfer: TOA_b = path_b + T_b * BOA_b (``_PATH``, ``_TRANSMITTANCE``);
+    B01 (60 m) from B02, B09 (60 m, water vapour) from B8A; B10 (cirrus) = 0.002 + 0.25 * opacity, as the
+    1375 nm band sees only high cloud. 60 m bands are 3 x 3 means of the 20 m values.
+    """
+    out: dict[str, np.ndarray] = {}
+    for band, value in boa.items():
+        out[band] = (_PATH[band] + _TRANSMITTANCE[band] * value).astype(np.float32)
+    b02_20 = _mean2x2(boa["B02"])
+    out["B01"] = (_PATH["B01"] + _TRANSMITTANCE["B01"] * _block_mean(b02_20, 3)).astype(np.float32)
+    out["B09"] = (_PATH["B09"] + _TRANSMITTANCE["B09"] * _block_mean(boa["B8A"], 3)).astype(np.float32)
+    out["B10"] = (_B10_CLEAR + _B10_CLOUD * _block_mean(opacity20, 3)).astype(np.float32)
+    return out
+
+
 def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: datetime, platform: str,
-                        tile: str, cover: float, weather_wetness: float, seed: int, zip_product: bool
-                        ) -> dict[str, object]:
-    """Simulate and write one L2A product; returns its summary (name, date, cloud fraction over the AOI)."""
+                        tile: str, cover: float, weather_wetness: float, seed: int, zip_product: bool,
+                        level: str = "l2a") -> dict[str, object]:
+    """Simulate and write one acquisition as an L2A product, an L1C product (``toa_from_boa``) or both
+    (``level`` l2a | l1c | both; the L1C and L2A of one date see the same ground and clouds); returns its
+    summary (name(s), date, cloud fraction over the AOI)."""
+    if level not in S2_LEVELS:
+        raise ValueError(f"s2_level {level!r}: give one of {', '.join(S2_LEVELS)}")
     key = f"{sensing:%Y%m%dT%H%M%S}"
     rng = product_rng(seed, "s2", key)
     doy = sensing.timetuple().tm_yday + sensing.hour / 24
@@ -370,6 +407,7 @@ def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: 
     azimuth = math.radians(sky.uniform(125.0, 160.0))      # sun azimuth; shadows point away from it
     shadow = (int(round(distance * math.cos(azimuth))), int(round(-distance * math.sin(azimuth))))
     codes, opacity, shade = cloud_scene(field, aoi20, cover, shadow)
+    opacity20 = opacity
     brightness = sky.uniform(0.85, 1.1)
     if codes.any():
         sky20 = (opacity, shade)
@@ -379,13 +417,22 @@ def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: 
             value = np.where(s, bands[band] * _SHADOW[b], bands[band])
             bands[band] = (value * (1.0 - a) + a * _CLOUD[b] * brightness).astype(np.float32)
     scl = np.where(codes > 0, codes, scl).astype(np.uint8)
-    path = write_l2a(folder, platform=platform, sensing_time=sensing, mgrs_tile=tile,
-                     relative_orbit=S2_RELATIVE_ORBIT, baseline=S2_BASELINE, grid10=world.s2_grid,
-                     reflectance=bands, scl=scl, zip=zip_product)
+    common = {"platform": platform, "sensing_time": sensing, "mgrs_tile": tile, "relative_orbit": S2_RELATIVE_ORBIT,
+              "baseline": S2_BASELINE, "grid10": world.s2_grid, "zip": zip_product}
+    names = []
+    if level in ("l2a", "both"):
+        names.append(write_l2a(folder, reflectance=bands, scl=scl, **common).name)
+    if level in ("l1c", "both"):
+        percent = 100.0 * float(np.isin(scl[scl > 0], (8, 9, 10)).mean()) if (scl > 0).any() else 0.0
+        names.append(write_l1c(folder, toa=toa_from_boa(bands, opacity20), cloud_cover=percent, **common).name)
     fraction = float(np.isin(scl[aoi20], CLOUD_SCL).mean())
-    logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f)", path.name, fraction, cover)
-    return {"product": path.name, "platform": platform, "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
-            "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover}
+    logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f)", ", ".join(names), fraction, cover)
+    summary: dict[str, object] = {"product": names[0], "platform": platform,
+                                  "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
+                                  "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover}
+    if len(names) > 1:
+        summary["products"] = names
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -438,6 +485,7 @@ def simulate(
     s1_looks: int = 5,
     coherence_looks: int = 20,
     s2_zip: bool = False,
+    s2_level: str = "l2a",
     s1_format: str = "slc",
     landscape: LandscapeParams | None = None,
 ) -> dict:
@@ -450,8 +498,11 @@ def simulate(
     ``s2_margin`` (m) is how far the S2 product extends beyond the AOI; ``s1_looks`` the equivalent number of
     looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates (both for
     ``s1_format`` "seam": C2 and coherence products on the project grid; "slc": IW SLC SAFE zips, with the
-    DEM ``dem.tif`` they were simulated on).
+    DEM ``dem.tif`` they were simulated on). ``s2_level`` is the Sentinel-2 processing level written per date:
+    "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both".
     """
+    if s2_level not in S2_LEVELS:
+        raise ValueError(f"s2_level {s2_level!r}: give one of {', '.join(S2_LEVELS)}")
     if s1_format not in ("slc", "seam"):
         raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
@@ -507,7 +558,7 @@ def simulate(
     for (sensing, platform), c in zip(s2_plan, cover):
         doy = sensing.timetuple().tm_yday
         s2_summary.append(simulate_s2_product(out / "s2", world, aoi20, sensing, platform, tile, float(c),
-                                              weather.wetness_on(doy), seed, s2_zip))
+                                              weather.wetness_on(doy), seed, s2_zip, s2_level))
 
     # Sentinel-1
     land = radar_landscape(world, weather, seed)
@@ -526,7 +577,7 @@ def simulate(
             write_pair(out / "s1" / f"{pair.pair}_coh.tif", pair, grid, land, coherence_looks,
                        entropy(seed, "coh", pair.pair))
         written = {f"{s.name}_C2.tif" for s in scenes} | {f"{p.pair}_coh.tif" for p in pairs}
-    for folder, names in ((out / "s1", written), (out / "s2", {s["product"] for s in s2_summary})):
+    for folder, names in ((out / "s1", written), (out / "s2", {n for s in s2_summary for n in s.get("products", [s["product"]])})):
         stale = _stale_files(folder, names)
         if stale:
             logger.warning("%s holds %d file(s) this run did not write (e.g. %s): the workflow will read them too",

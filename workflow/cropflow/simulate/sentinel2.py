@@ -1,9 +1,11 @@
-"""Synthetic Sentinel-2 Level-2A products in the real Sen2Cor SAFE layout.
+"""Synthetic Sentinel-2 Level-1C and Level-2A products in the real ESA SAFE layout.
 
 ``write_l2a`` turns reflectance arrays on a UTM grid into a product that cropflow (and GDAL, and other
 SAFE readers) open like an ESA product: ``<name>.SAFE/MTD_MSIL2A.xml``, ``GRANULE/<granule>/MTD_TL.xml``,
 ``IMG_DATA/R10m|R20m|R60m/T<tile>_<sensing>_<band>_<res>m.jp2`` (lossless, georeferenced JPEG 2000),
-optionally zipped with the ``.SAFE`` folder at the zip's root.
+optionally zipped with the ``.SAFE`` folder at the zip's root. ``write_l1c`` does the same for top-of-atmosphere
+reflectance: ``MTD_MSIL1C.xml`` and all 13 bands (B10 included) at their native resolutions in one
+``IMG_DATA/T<tile>_<sensing>_<band>.jp2`` folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,8 +26,8 @@ from affine import Affine
 
 from cropflow.atomic import atomic_path
 from cropflow.grid import ProjectGrid
-from cropflow.s2 import (BAND_IDS, L2A_NAMESPACE, NATIVE_RESOLUTION, SCL_CLOUD_CLASSES, SPACECRAFT,
-                         TILE_NAMESPACE, normalise_band)
+from cropflow.s2 import (BAND_IDS, L1C_NAMESPACE, L1C_RESOLUTION, L2A_NAMESPACE, NATIVE_RESOLUTION,
+                         SCL_CLOUD_CLASSES, SPACECRAFT, TILE_NAMESPACE, normalise_band)
 
 #: BOA_QUANTIFICATION_VALUE and BOA_ADD_OFFSET written by baselines >= 04.00
 QUANTIFICATION = 10000
@@ -46,9 +48,11 @@ def _utc(t: datetime) -> datetime:
 
 
 def l2a_name(platform: str, sensing_time: datetime, baseline: str, relative_orbit: int, mgrs_tile: str,
-             generation_time: datetime) -> str:
-    """ESA Level-2A product name (without ``.SAFE``):
+             generation_time: datetime, level: str = "L2A") -> str:
+    """ESA Level-2A (or, with ``level="L1C"``, Level-1C) product name (without ``.SAFE``):
     ``S2A_MSIL2A_20230512T023551_N0509_R089_T52UCU_20230512T060311``."""
+    if level not in ("L1C", "L2A"):
+        raise ValueError(f"level {level!r}: give L1C or L2A")
     if platform not in SPACECRAFT:
         raise ValueError(f"platform {platform!r}: use one of {', '.join(SPACECRAFT)}")
     if not re.fullmatch(r"\d{2}\.\d{2}", baseline):
@@ -57,8 +61,15 @@ def l2a_name(platform: str, sensing_time: datetime, baseline: str, relative_orbi
         raise ValueError(f"MGRS tile {mgrs_tile!r}: write it as 2 digits and 3 letters, e.g. 52UCU")
     if not 1 <= int(relative_orbit) <= 143:
         raise ValueError(f"relative orbit {relative_orbit}: Sentinel-2 relative orbits are 1..143")
-    return (f"{platform}_MSIL2A_{_utc(sensing_time):{_STAMP}}_N{baseline.replace('.', '')}_R{int(relative_orbit):03d}"
+    return (f"{platform}_MSI{level}_{_utc(sensing_time):{_STAMP}}_N{baseline.replace('.', '')}_R{int(relative_orbit):03d}"
             f"_T{mgrs_tile}_{_utc(generation_time):{_STAMP}}")
+
+
+def l1c_name(platform: str, sensing_time: datetime, baseline: str, relative_orbit: int, mgrs_tile: str,
+             generation_time: datetime) -> str:
+    """ESA Level-1C product name (without ``.SAFE``):
+    ``S2A_MSIL1C_20230512T023551_N0509_R089_T52UCU_20230512T041210``."""
+    return l2a_name(platform, sensing_time, baseline, relative_orbit, mgrs_tile, generation_time, level="L1C")
 
 
 def dn_from_reflectance(reflectance: np.ndarray) -> np.ndarray:
@@ -268,7 +279,72 @@ def write_l2a(
             transform = Affine(res, 0.0, grid10.bounds[0], 0.0, -res, grid10.bounds[3])
             _write_jp2(safe / rel, data, grid10.crs, transform)
 
-    folder = Path(folder)
+    return _write_safe_or_zip(Path(folder), name, write_safe, zip)
+
+
+def _footprint_text(grid10: ProjectGrid) -> str:
+    """The data extent of a product as ESA's EXT_POS_LIST: "lat lon" of the corners, closed, in EPSG:4326."""
+    left, bottom, right, top = grid10.bounds
+    to_4326 = pyproj.Transformer.from_crs(grid10.crs, "EPSG:4326", always_xy=True)
+    corners = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
+    return " ".join(f"{lat:.8f} {lon:.8f}" for lon, lat in (to_4326.transform(x, y) for x, y in corners))
+
+
+def _l1c_product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
+                     relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
+                     cloud_cover: float, footprint: str) -> bytes:
+    ET.register_namespace("n1", L1C_NAMESPACE)
+    n1 = f"{{{L1C_NAMESPACE}}}"
+    root = ET.Element(f"{n1}Level-1C_User_Product",
+                      {"{http://www.w3.org/2001/XMLSchema-instance}schemaLocation": f"{L1C_NAMESPACE}"})
+    general = _sub(root, f"{n1}General_Info")
+    info = _sub(general, "Product_Info")
+    _sub(info, "PRODUCT_START_TIME", _iso(sensing))
+    _sub(info, "PRODUCT_STOP_TIME", _iso(sensing + timedelta(seconds=5)))
+    _sub(info, "PRODUCT_URI", f"{name}.SAFE")
+    _sub(info, "PROCESSING_LEVEL", "Level-1C")
+    _sub(info, "PRODUCT_TYPE", "S2MSI1C")
+    _sub(info, "PROCESSING_BASELINE", baseline)
+    _sub(info, "GENERATION_TIME", _iso(generation))
+    datatake = _sub(info, "Datatake",
+                    datatakeIdentifier=f"G{platform}_{sensing:{_STAMP}}_{absolute_orbit:06d}_N{baseline}")
+    _sub(datatake, "SPACECRAFT_NAME", SPACECRAFT[platform])
+    _sub(datatake, "DATATAKE_TYPE", "INS-NOBS")
+    _sub(datatake, "DATATAKE_SENSING_START", _iso(sensing))
+    _sub(datatake, "SENSING_ORBIT_NUMBER", relative_orbit)
+    _sub(datatake, "SENSING_ORBIT_DIRECTION", "DESCENDING")
+    options = _sub(info, "Query_Options", completeSingleTile="true")
+    _sub(options, "PRODUCT_FORMAT", "SAFE_COMPACT")
+    organisation = _sub(info, "Product_Organisation")
+    granules = _sub(_sub(organisation, "Granule_List"), "Granule", granuleIdentifier=granule,
+                    imageFormat="JPEG2000")
+    for rel in image_files:
+        _sub(granules, "IMAGE_FILE", rel.removesuffix(".jp2"))
+    chars = _sub(general, "Product_Image_Characteristics")
+    for text, index in (("NODATA", 0), ("SATURATED", 65535)):
+        special = _sub(chars, "Special_Values")
+        _sub(special, "SPECIAL_VALUE_TEXT", text)
+        _sub(special, "SPECIAL_VALUE_INDEX", index)
+    _sub(chars, "QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
+    offsets = _sub(chars, "Radiometric_Offset_List")
+    for i, _ in enumerate(BAND_IDS):
+        _sub(offsets, "RADIO_ADD_OFFSET", ADD_OFFSET, band_id=str(i))
+    spectral = _sub(chars, "Spectral_Information_List")
+    for i, band in enumerate(BAND_IDS):
+        item = _sub(spectral, "Spectral_Information", bandId=str(i),
+                    physicalBand=band if band == "B8A" else f"B{int(band[1:])}")
+        _sub(item, "RESOLUTION", L1C_RESOLUTION[band])
+    geometric = _sub(root, f"{n1}Geometric_Info")
+    outline = _sub(_sub(_sub(geometric, "Product_Footprint"), "Product_Footprint"), "Global_Footprint")
+    _sub(outline, "EXT_POS_LIST", footprint)
+    quality = _sub(root, f"{n1}Quality_Indicators_Info")
+    _sub(quality, "Cloud_Coverage_Assessment", f"{cloud_cover:.6f}")
+    ET.indent(root)
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def _write_safe_or_zip(folder: Path, name: str, write_safe, zip: bool) -> Path:
+    """Write a product with ``write_safe(<tmp .SAFE path>)`` atomically as ``<name>.SAFE`` or ``<name>.zip``."""
     if not zip:
         with atomic_path(folder / f"{name}.SAFE", directory=True) as tmp:
             write_safe(tmp)
@@ -286,3 +362,66 @@ def write_l2a(
                     zf.write(path, arc, compress_type=kind)
         shutil.rmtree(safe)
     return folder / f"{name}.zip"
+
+
+def write_l1c(
+    folder: str | os.PathLike,
+    *,
+    platform: str,
+    sensing_time: datetime,
+    mgrs_tile: str,
+    relative_orbit: int,
+    baseline: str,
+    grid10: ProjectGrid,
+    toa: Mapping[str, np.ndarray],
+    cloud_cover: float = 0.0,
+    zip: bool = False,
+    generation_time: datetime | None = None,
+    absolute_orbit: int | None = None,
+    omit_bands: Sequence[str] = (),
+) -> Path:
+    """Write a Sentinel-2 Level-1C product in the real SAFE layout and return its ``.SAFE`` (or ``.zip``) path.
+
+    ``toa`` maps each of the 13 bands (B01..B12 with B8A and B10) to float top-of-atmosphere reflectance
+    (NaN = no data) at its native resolution on ``grid10`` (10 m: ``grid10.shape``; 20 m: half; 60 m: a sixth).
+    DN = round(TOA * 10000 + 1000) (RADIO_ADD_OFFSET -1000, QUANTIFICATION_VALUE 10000, baseline >= 04.00),
+    0 = no data, lossless JPEG 2000 in ``GRANULE/L1C_T<tile>_A<orbit>_<sensing>/IMG_DATA/T<tile>_<sensing>_<band>.jp2``.
+    MTD_MSIL1C.xml lists the granule's image files, the offsets, ``cloud_cover`` (percent) and the data extent
+    as Product_Footprint. ``omit_bands`` are listed in the metadata but not written (a damaged download, for
+    tests). Written atomically; ``zip=True`` writes ``<name>.zip`` holding ``<name>.SAFE/``.
+    """
+    sensing = _utc(sensing_time)
+    generation = _utc(generation_time) if generation_time is not None else sensing + timedelta(hours=2)
+    name = l1c_name(platform, sensing, baseline, relative_orbit, mgrs_tile, generation)
+    if absolute_orbit is None:
+        absolute_orbit = max(1, int((sensing - _LAUNCH[platform]).total_seconds() / 86400 * 14.3))
+    bands = {("B10" if str(b).upper() == "B10" else normalise_band(b)): np.asarray(a) for b, a in toa.items()}
+    missing = [b for b in BAND_IDS if b not in bands]
+    if missing:
+        raise ValueError(f"toa lacks bands {missing}: a Level-1C product has all 13 bands {list(BAND_IDS)}")
+    _check_grid(grid10, 60)
+    for band, arr in bands.items():
+        res = L1C_RESOLUTION[band]
+        expected = (grid10.height * 10 // res, grid10.width * 10 // res)
+        if arr.shape != expected:
+            raise ValueError(f"band {band} is shaped {arr.shape}; at {res} m on grid10 it must be {expected}")
+    omitted = {("B10" if str(b).upper() == "B10" else normalise_band(b)) for b in omit_bands}
+    granule = f"L1C_T{mgrs_tile}_A{absolute_orbit:06d}_{sensing:{_STAMP}}"
+    prefix = f"T{mgrs_tile}_{sensing:{_STAMP}}"
+    files = {f"GRANULE/{granule}/IMG_DATA/{prefix}_{band}.jp2": band for band in BAND_IDS}
+    mtd = _l1c_product_xml(name=name, platform=platform, sensing=sensing, generation=generation,
+                           baseline=baseline, relative_orbit=int(relative_orbit), absolute_orbit=absolute_orbit,
+                           granule=granule, image_files=list(files), cloud_cover=float(cloud_cover),
+                           footprint=_footprint_text(grid10))
+
+    def write_safe(safe: Path) -> None:
+        (safe / f"GRANULE/{granule}/QI_DATA").mkdir(parents=True)
+        (safe / "MTD_MSIL1C.xml").write_bytes(mtd)
+        for rel, band in files.items():
+            if band in omitted:
+                continue
+            res = L1C_RESOLUTION[band]
+            transform = Affine(res, 0.0, grid10.bounds[0], 0.0, -res, grid10.bounds[3])
+            _write_jp2(safe / rel, dn_from_reflectance(bands[band]), grid10.crs, transform)
+
+    return _write_safe_or_zip(Path(folder), name, write_safe, zip)
