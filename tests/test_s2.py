@@ -13,7 +13,7 @@ import rasterio
 import shapely
 
 from cropflow.grid import ProjectGrid
-from cropflow.s2 import (L2A_NAMESPACE, boa_reflectance, cloud_fraction, ingest_l2a, local_name, open_l2a,
+from cropflow.s2 import (L2A_NAMESPACE, boa_reflectance, cloud_fraction, ingest_l2a, local_name, open_l2a, qa_codes,
                          scl_valid_mask)
 from cropflow.simulate.sentinel2 import l2a_name, write_l2a
 
@@ -42,7 +42,8 @@ def ingest(tmp_path: Path, product: Path, aoi=None, grid=GRID, bands=("B04", "B8
     out_tif, out_json = tmp_path / "out" / "scene.tif", tmp_path / "out" / "scene.json"
     meta = ingest_l2a(product, grid, aoi, list(bands), INVALID, CLOUD, 0.08, out_tif, out_json, **kw)
     with rasterio.open(out_tif) as src:
-        data = src.read()
+        assert src.descriptions[-1] == "QA"
+        data = src.read()[:-1]
     assert json.loads(out_json.read_text()) == meta
     return data, meta, out_tif
 
@@ -175,7 +176,7 @@ def test_product_missing_the_grid_is_not_used(tmp_path):
 def test_output_raster_carries_band_names_and_tags(tmp_path):
     _, _, out_tif = ingest(tmp_path, make(tmp_path))
     with rasterio.open(out_tif) as src:
-        assert src.descriptions == ("B04", "B8A", "B11")
+        assert src.descriptions == ("B04", "B8A", "B11", "QA")
         assert src.dtypes[0] == "float32" and src.transform == GRID.transform
         tags = src.tags()
     assert tags["SCENE"].startswith("S2A_MSIL2A_20230512T023551") and tags["MGRS_TILE"] == "52UCU"
@@ -242,3 +243,10 @@ def test_writer_rejects_wrong_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"band B11 is shaped \(40, 40\); at 20 m on grid10 it must be \(20, 20\)"):
         make(tmp_path, refl)
     assert not list(tmp_path.iterdir())  # nothing half-written is left
+
+
+def test_qa_band_codes_clear_cloud_other_nodata():
+    scl = np.array([[0, 4, 5, 8], [9, 3, 11, 1]], np.uint8)
+    valid = scl_valid_mask(scl, INVALID) & (scl != 0)
+    qa = qa_codes(scl, valid, CLOUD)
+    assert qa.tolist() == [[0, 1, 1, 2], [2, 2, 3, 3]]
