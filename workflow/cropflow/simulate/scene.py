@@ -121,9 +121,15 @@ def mgrs_tile(lon: float, lat: float) -> str:
     three zones), row letter from the northing (20 letters, offset by 5 in even zones).
     """
     zone = int((lon + 180.0) // 6.0) % 60 + 1
-    band = _MGRS_LAT_BANDS[min(int((lat + 80.0) // 8.0), len(_MGRS_LAT_BANDS) - 1)]
     crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
     x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    return mgrs_square(zone, lat, x, y)
+
+
+def mgrs_square(zone: int, lat: float, x: float, y: float) -> str:
+    """MGRS 100 km square id of UTM ``zone`` easting/northing (``lat`` gives the latitude band): squares
+    west of the zone's central meridian keep the zone's number, as the Sentinel-2 tiles of that zone do."""
+    band = _MGRS_LAT_BANDS[min(int((lat + 80.0) // 8.0), len(_MGRS_LAT_BANDS) - 1)]
     col = _MGRS_COL_SETS[(zone - 1) % 3][int(x // 100000) - 1]
     row = _MGRS_ROW_LETTERS[(int(y // 100000) + (5 if zone % 2 == 0 else 0)) % 20]
     return f"{zone:02d}{band}{col}{row}"
@@ -326,6 +332,41 @@ def s2_grid_for(aoi: gpd.GeoDataFrame, margin: float) -> tuple[ProjectGrid, str]
     return ProjectGrid(crs, 10.0, bounds), mgrs_tile(centre.x, centre.y)
 
 
+#: Sentinel-2 tiles are 109.8 km squares whose upper-left corner is the MGRS 100 km square's, so a tile
+#: overlaps its east and south neighbours by 9.8 km (ESA's tiling grid)
+S2_TILE_SIZE = 109800.0
+
+
+def s2_tile_extent(column: int, row: int) -> tuple[float, float, float, float]:
+    """Bounds (UTM metres) of the S2 tile of the MGRS 100 km square (easting // 100 km, northing // 100 km):
+    west and north edges on the square's, 109.8 km wide and tall."""
+    left, top = column * 100000.0, (row + 1) * 100000.0
+    return left, top - S2_TILE_SIZE, left + S2_TILE_SIZE, top
+
+
+def s2_tiles_for(s2_grid: ProjectGrid) -> list[tuple[str, ProjectGrid]]:
+    """The MGRS tiles (same UTM zone) whose extent meets ``s2_grid`` and each one's part of it (a 10 m grid
+    on the same 60 m lattice), west to east then north to south. Adjacent tiles overlap by 9.8 km, so a grid
+    that crosses a tile edge gets several products whose overlap holds the same pixels."""
+    left, bottom, right, top = s2_grid.bounds
+    to_lonlat = pyproj.Transformer.from_crs(s2_grid.crs, "EPSG:4326", always_xy=True)
+    zone = pyproj.CRS.from_user_input(s2_grid.crs).utm_zone
+    if zone is None:
+        raise ValueError(f"S2 grid CRS {s2_grid.crs} is not a UTM zone: Sentinel-2 tiles are in UTM")
+    zone = int(zone[:-1])
+    out = []
+    for column in range(int(left // 100000) - 1, int(right // 100000) + 1):
+        for row in range(int(top // 100000) + 1, int(bottom // 100000) - 2, -1):
+            x0, y0, x1, y1 = s2_tile_extent(column, row)
+            part = (max(x0, left), max(y0, bottom), min(x1, right), min(y1, top))
+            if part[0] >= part[2] or part[1] >= part[3]:
+                continue
+            _, lat = to_lonlat.transform(column * 100000.0 + 50000.0, row * 100000.0 + 50000.0)
+            out.append((mgrs_square(zone, lat, column * 100000.0 + 50000.0, row * 100000.0 + 50000.0),
+                        ProjectGrid(s2_grid.crs, s2_grid.resolution, part)))
+    return sorted(out, key=lambda t: (t[1].bounds[0], -t[1].bounds[3]))
+
+
 # ---------------------------------------------------------------------------------------------- Sentinel-2
 
 def simulate_s2_bands(world: World, doy: float, wetness: float, rng: np.random.Generator
@@ -355,10 +396,21 @@ def simulate_s2_bands(world: World, doy: float, wetness: float, rng: np.random.G
     return out
 
 
+def _cut(data: np.ndarray, union: ProjectGrid, part: ProjectGrid, pixel: float) -> np.ndarray:
+    """The window of ``part`` in an array on ``union`` at ``pixel`` metres."""
+    r0 = int(round((union.bounds[3] - part.bounds[3]) / pixel))
+    c0 = int(round((part.bounds[0] - union.bounds[0]) / pixel))
+    h = int(round((part.bounds[3] - part.bounds[1]) / pixel))
+    w = int(round((part.bounds[2] - part.bounds[0]) / pixel))
+    return data[r0:r0 + h, c0:c0 + w]
+
+
 def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: datetime, platform: str,
-                        tile: str, cover: float, weather_wetness: float, seed: int, zip_product: bool
-                        ) -> dict[str, object]:
-    """Simulate and write one L2A product; returns its summary (name, date, cloud fraction over the AOI)."""
+                        tiles: Sequence[tuple[str, ProjectGrid]], cover: float, weather_wetness: float, seed: int,
+                        zip_product: bool) -> list[dict[str, object]]:
+    """Simulate one datatake on the S2 grid and write one L2A product per MGRS tile it meets (the tile's part
+    of the grid, identical pixels in the tiles' overlap, one sensing time and orbit); returns one summary per
+    product (name, tile, date, cloud fraction over the AOI of the date and of the product's part)."""
     key = f"{sensing:%Y%m%dT%H%M%S}"
     rng = product_rng(seed, "s2", key)
     doy = sensing.timetuple().tm_yday + sensing.hour / 24
@@ -379,13 +431,22 @@ def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: 
             value = np.where(s, bands[band] * _SHADOW[b], bands[band])
             bands[band] = (value * (1.0 - a) + a * _CLOUD[b] * brightness).astype(np.float32)
     scl = np.where(codes > 0, codes, scl).astype(np.uint8)
-    path = write_l2a(folder, platform=platform, sensing_time=sensing, mgrs_tile=tile,
-                     relative_orbit=S2_RELATIVE_ORBIT, baseline=S2_BASELINE, grid10=world.s2_grid,
-                     reflectance=bands, scl=scl, zip=zip_product)
     fraction = float(np.isin(scl[aoi20], CLOUD_SCL).mean())
-    logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f)", path.name, fraction, cover)
-    return {"product": path.name, "platform": platform, "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
-            "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover}
+    out = []
+    for tile, part in tiles:
+        scl_part, aoi_part = _cut(scl, world.s2_grid, part, 20.0), _cut(aoi20, world.s2_grid, part, 20.0)
+        refl = {b: _cut(v, world.s2_grid, part, 10.0 if b in _BANDS_10M else 20.0) for b, v in bands.items()}
+        path = write_l2a(folder, platform=platform, sensing_time=sensing, mgrs_tile=tile,
+                         relative_orbit=S2_RELATIVE_ORBIT, baseline=S2_BASELINE, grid10=part,
+                         reflectance=refl, scl=scl_part, zip=zip_product)
+        in_part = float(np.isin(scl_part[aoi_part], CLOUD_SCL).mean()) if aoi_part.any() else None
+        logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f), over its part %s", path.name, fraction,
+                    cover, "n/a" if in_part is None else f"{in_part:.3f}")
+        out.append({"product": path.name, "platform": platform, "mgrs_tile": tile,
+                    "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
+                    "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover,
+                    "cloud_fraction_tile_aoi": None if in_part is None else round(in_part, 5)})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -477,8 +538,10 @@ def simulate(
     pairs = plan_pairs(scenes)
 
     grid = project_grid(aoi, crs, resolution)
-    s2_grid, tile = s2_grid_for(aoi, s2_margin)
-    logger.info("simulating %s: grid %d x %d (%s, %g m), S2 tile %s, seed %d", aoi_path, grid.width, grid.height,
+    s2_grid, _ = s2_grid_for(aoi, s2_margin)
+    s2_tiles = s2_tiles_for(s2_grid)
+    tile = ",".join(t for t, _ in s2_tiles)
+    logger.info("simulating %s: grid %d x %d (%s, %g m), S2 tiles %s, seed %d", aoi_path, grid.width, grid.height,
                 grid.crs, grid.resolution, tile, seed)
     world = build_world(aoi, grid, s2_grid, seed, landscape or LandscapeParams())
     weather = simulate_weather(year, product_rng(seed, "weather", str(year)))
@@ -506,8 +569,8 @@ def simulate(
     s2_summary = []
     for (sensing, platform), c in zip(s2_plan, cover):
         doy = sensing.timetuple().tm_yday
-        s2_summary.append(simulate_s2_product(out / "s2", world, aoi20, sensing, platform, tile, float(c),
-                                              weather.wetness_on(doy), seed, s2_zip))
+        s2_summary += simulate_s2_product(out / "s2", world, aoi20, sensing, platform, s2_tiles, float(c),
+                                          weather.wetness_on(doy), seed, s2_zip)
 
     # Sentinel-1
     land = radar_landscape(world, weather, seed)
@@ -533,7 +596,7 @@ def simulate(
                            folder, len(stale), stale[0])
 
     summary = _summary(world, truth, inside, legend, n_labelled, labels, aoi_geom, scenes, pairs, s2_summary,
-                       seed=seed, year=year, season=season, tile=tile)
+                       seed=seed, year=year, season=season, s2_tiles=[t for t, _ in s2_tiles])
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
