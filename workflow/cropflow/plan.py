@@ -182,30 +182,48 @@ def _season_year(*frames: pd.DataFrame) -> int:
     return years[0] if years else pd.Timestamp.now().year
 
 
+@dataclass
+class Inventories:
+    """What the inventory decides, shared by the plan and the ``inventory`` job (so both write the same)."""
+
+    s1: S1Inventory                 # as scanned (all scenes, skipped, coverage)
+    s1_scenes: pd.DataFrame         # in the season
+    s1_pairs: pd.DataFrame          # both scenes in the season
+    s1_acquisitions: pd.DataFrame   # ``layers.S1_ACQ_COLUMNS``
+    s2: S2Inventory
+    skipped: pd.DataFrame           # ``SKIPPED_COLUMNS``, both sensors
+
+
+def inventories(config: dict, aoi: gpd.GeoDataFrame, tiles: gpd.GeoDataFrame, crs: str, resolution: float
+                ) -> Inventories:
+    """Scan both sensors' inputs, apply the season and the AOI, group products into layers/acquisitions."""
+    season = config["season"]
+    s1 = s1_inventory(config, aoi, tiles)
+    s1_scenes, s1_season = season_split(s1.scenes, season["start"], season["end"], "S1")
+    s1_pairs = s1.pairs
+    if not s1_pairs.empty:
+        kept = set(s1_scenes["scene"])
+        s1_pairs = s1_pairs[s1_pairs["reference"].isin(kept) & s1_pairs["secondary"].isin(kept)]
+    s2 = s2_inventory(config, aoi, crs, resolution)
+    skipped = pd.concat([skipped_rows(s1.skipped, "S1", list(s1.skipped["reason"])), s1_season, s2.skipped],
+                        ignore_index=True)
+    return Inventories(s1, s1_scenes.reset_index(drop=True), s1_pairs.reset_index(drop=True),
+                       layers.group_s1_acquisitions(s1_scenes), s2, skipped)
+
+
 def build_plan(config: dict) -> Plan:
     """Everything the DAG needs to know before any job runs."""
     aoi = read_aoi(config["aoi"])
     grid = project_grid(aoi, config["crs"], config["resolution"])
     tiles = make_tiles(grid, aoi, config["grid"]["tile_size"])
-    season = config["season"]
-    s1 = s1_inventory(config, aoi, tiles)
-    s1_pairs = s1.pairs
-    s1_scenes, s1_season = season_split(s1.scenes, season["start"], season["end"], "S1")
-    s2 = s2_inventory(config, aoi, grid.crs, grid.resolution)
-    if not s1_pairs.empty:
-        kept = set(s1_scenes["scene"])
-        s1_pairs = s1_pairs[s1_pairs["reference"].isin(kept) & s1_pairs["secondary"].isin(kept)]
-    acquisitions = layers.group_s1_acquisitions(s1_scenes)
-    skipped = pd.concat([skipped_rows(s1.skipped, "S1", list(s1.skipped["reason"])), s1_season, s2.skipped],
-                        ignore_index=True)
-    plan = Plan(grid, tiles, s1_scenes.reset_index(drop=True), s1_pairs.reset_index(drop=True),
-                s2.products, s1_skipped=s1.skipped, s2_layers=s2.layers, s1_acquisitions=acquisitions,
-                skipped=skipped)
+    inv = inventories(config, aoi, tiles, grid.crs, grid.resolution)
+    plan = Plan(grid, tiles, inv.s1_scenes, inv.s1_pairs, inv.s2.products, s1_skipped=inv.s1.skipped,
+                s2_layers=inv.s2.layers, s1_acquisitions=inv.s1_acquisitions, skipped=inv.skipped)
     for tile, geometry in zip(tiles["tile_id"], tiles.geometry):
         plan.tile_inputs[tile] = {
             source: inventory.scenes_for_tile(df, geometry, grid.crs, grid.resolution**2)
-            for source, df in (("s1", acquisitions.rename(columns={"acq": "scene"})), ("coh", s1_pairs),
-                               ("s2", s2.layers.rename(columns={"layer": "scene"})))
+            for source, df in (("s1", inv.s1_acquisitions.rename(columns={"acq": "scene"})), ("coh", inv.s1_pairs),
+                               ("s2", inv.s2.layers.rename(columns={"layer": "scene"})))
         }
     plan.target_dates = target_dates(config, plan)
     return plan
