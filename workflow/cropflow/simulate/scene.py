@@ -76,6 +76,7 @@ from cropflow.simulate.slc import (
     dem_sampler,
     load_template,
     place_track,
+    split_slices,
     simulate_dem,
     write_track,
 )
@@ -500,6 +501,7 @@ def simulate(
     coherence_looks: int = 20,
     s2_zip: bool = False,
     s1_format: str = "slc",
+    s1_slices: int = 1,
     landscape: LandscapeParams | None = None,
 ) -> dict:
     """Simulate the demo inputs over an AOI into ``out_dir`` and return the summary (also ``truth.json``).
@@ -511,8 +513,12 @@ def simulate(
     ``s2_margin`` (m) is how far the S2 product extends beyond the AOI; ``s1_looks`` the equivalent number of
     looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates (both for
     ``s1_format`` "seam": C2 and coherence products on the project grid; "slc": IW SLC SAFE zips, with the
-    DEM ``dem.tif`` they were simulated on).
+    DEM ``dem.tif`` they were simulated on). ``s1_slices`` (1 or 2, "slc" only) splits every pass into that many
+    consecutive slices of one datatake, the boundary crossing the AOI. Sentinel-2 products are written per MGRS
+    tile: an AOI across a tile edge gets one product per tile and date, identical in the tiles' overlap.
     """
+    if int(s1_slices) not in (1, 2):
+        raise ValueError(f"s1_slices {s1_slices}: give 1 or 2 (slices per Sentinel-1 pass)")
     if s1_format not in ("slc", "seam"):
         raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
@@ -576,8 +582,12 @@ def simulate(
     land = radar_landscape(world, weather, seed)
     (out / "s1").mkdir(parents=True, exist_ok=True)
     if s1_format == "slc":
-        scenes = simulate_slc(out, grid, land, scenes, seed)
-        pairs = plan_pairs(scenes)
+        scenes = simulate_slc(out, grid, land, scenes, seed, int(s1_slices))
+        # pairs of the passes (named by their first slice; each pair joins every slice pair of the two passes)
+        firsts: dict[tuple[int, str], RadarScene] = {}
+        for s in scenes:
+            firsts.setdefault((s.relative_orbit, f"{s.start:%Y%m%d}"), s)
+        pairs = plan_pairs(list(firsts.values()))
         written = {f"{s.name}.zip" for s in scenes}
     else:
         for i, scene in enumerate(scenes, start=1):
@@ -608,10 +618,11 @@ def radar_landscape(world: World, weather: Weather, seed: int) -> RadarLandscape
                           radar=draw_radar_traits(world.traits, product_rng(seed, "radar-traits")), weather=weather)
 
 
-def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Sequence[RadarScene], seed: int
-                 ) -> list[RadarScene]:
+def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Sequence[RadarScene], seed: int,
+                 slices: int = 1) -> list[RadarScene]:
     """Write ``dem.tif`` and the IW SLC zips of ``scenes`` into ``out/s1``; return the scenes as written
-    (product names and times from their bursts, incidence at the AOI centre)."""
+    (product names and times from their bursts, incidence at the AOI centre). With ``slices`` 2 each pass is
+    written as two consecutive slices of one datatake (slice numbers 7 and 8), split across the AOI."""
     x0, y0, x1, y1 = grid.bounds
     margin = 5000.0
     heights, dem_grid = simulate_dem((x0 - margin, y0 - margin, x1 + margin, y1 + margin), grid.crs,
@@ -627,8 +638,11 @@ def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Seq
         for track in sorted({s.relative_orbit for s in scenes}):
             track_scenes = [s for s in scenes if s.relative_orbit == track]
             geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds)
-            written += write_track(out / "s1", template, geometry, track_scenes, land, grid,
-                                   lambda swath, name, k: entropy(seed, "slc", name, swath, str(k)))
+            parts = split_slices(geometry, height, grid, slices)
+            for number, part in enumerate(parts, start=7):
+                written += write_track(out / "s1", template, part, track_scenes, land, grid,
+                                       lambda swath, name, k: entropy(seed, "slc", name, swath, str(k)),
+                                       slice_number=number if len(parts) > 1 else None)
     return sorted(written, key=lambda s: s.start)
 
 

@@ -548,9 +548,12 @@ def sigma_lut(calibration: ET.Element, lines: np.ndarray, n_samples: int) -> np.
 
 
 def manifest_text(template: Template, scene: RadarScene, timing: ProductTiming, footprint: np.ndarray,
-                  stems: dict[str, str], anx: np.datetime64) -> str:
-    """The template manifest for the simulated product: times, orbit numbers, platform, footprint, file names."""
+                  stems: dict[str, str], anx: np.datetime64, slice_number: int | None = None) -> str:
+    """The template manifest for the simulated product: times, orbit numbers, platform, footprint, file names,
+    and ``slice_number`` (``s1sarl1:sliceNumber``; None keeps the template's)."""
     text = template.manifest
+    if slice_number is not None:
+        text = re.sub(r"(<s1sarl1:sliceNumber>)\d+", rf"\g<1>{slice_number}", text)
     stop = scene.stop
     text = re.sub(r"<safe:startTime>[^<]+", f"<safe:startTime>{scene.start:%Y-%m-%dT%H:%M:%S.%f}", text)
     text = re.sub(r"<safe:stopTime>[^<]+", f"<safe:stopTime>{stop:%Y-%m-%dT%H:%M:%S.%f}", text)
@@ -680,6 +683,7 @@ class _Product:
     calibrations: dict[tuple[str, str], ET.Element]
     writers: dict[tuple[str, str], rasterio.io.DatasetWriter]
     files: list[Path]
+    slice_number: int | None = None
 
 
 def _gcps(ann: ET.Element) -> list[GroundControlPoint]:
@@ -756,7 +760,7 @@ def _finish_product(product: _Product, template: Template, geometry: TrackGeomet
     anx = np.datetime64(template.swaths[next(iter(geometry.swaths))].ann.bursts[0].azimuth_time, "ns") \
         + product.timing.shift - np.timedelta64(int(round(
             template.swaths[next(iter(geometry.swaths))].ann.bursts[0].azimuth_anx_time * 1e9)), "ns")
-    manifest = manifest_text(template, product.scene, product.timing, footprint, stems, anx)
+    manifest = manifest_text(template, product.scene, product.timing, footprint, stems, anx, product.slice_number)
     checksums = {str(f.relative_to(safe)): hashlib.md5(f.read_bytes()).hexdigest() for f in product.files}
     (safe / "manifest.safe").write_text(_set_checksums(manifest, checksums))
     support = template.folder / "support"
@@ -790,18 +794,46 @@ def _footprint(product: _Product) -> np.ndarray:
     return np.array([pick(last, False), pick(last, True), pick(first, True), pick(first, False)])
 
 
+def split_slices(geometry: TrackGeometry, height: Callable, grid: ProjectGrid, n: int = 2) -> list[TrackGeometry]:
+    """The track's extent as ``n`` (1 or 2) consecutive slices of one datatake: the bursts of every sub-swath
+    that start before the middle burst of the first sub-swath go to the first slice, the others to the
+    second, so the slice boundary is an across-track line at one azimuth time through the AOI."""
+    if n == 1:
+        return [geometry]
+    if n != 2:
+        raise ValueError(f"s1_slices {n}: give 1 or 2")
+    interp = OrbitInterpolator(geometry.orbit)
+    first = geometry.swaths[sorted(geometry.swaths)[0]]
+    b_mid = (first.bursts[0] + first.bursts[1]) // 2
+    if first.bursts[1] - first.bursts[0] < 2:
+        raise ValueError(f"relative orbit {geometry.relative_orbit}: the AOI is seen by one burst; it cannot be "
+                         f"split into two slices")
+    t_split = first.template.ann.bursts[b_mid].azimuth_time
+    parts: list[dict[str, SwathExtent]] = [{}, {}]
+    for name, ext in sorted(geometry.swaths.items()):
+        bursts = ext.template.ann.bursts
+        cut = next((k for k in range(ext.bursts[0], ext.bursts[1]) if bursts[k].azimuth_time >= t_split - np.timedelta64(
+            int(1e9), "ns")), ext.bursts[1])
+        for i, span in enumerate(((ext.bursts[0], cut), (cut, ext.bursts[1]))):
+            if span[1] > span[0]:
+                parts[i][name] = swath_extent(ext.template, span, ext.samples, interp, height, grid)
+    return [replace(geometry, swaths=p) for p in parts if p]
+
+
 def write_track(out: str | Path, template: Template, geometry: TrackGeometry, scenes: Sequence[RadarScene],
-                land: RadarLandscape, grid: ProjectGrid, seed_keys: Callable[[str, str, int], list[int]]
-                ) -> list[RadarScene]:
+                land: RadarLandscape, grid: ProjectGrid, seed_keys: Callable[[str, str, int], list[int]],
+                slice_number: int | None = None) -> list[RadarScene]:
     """Write the SLC zips of one track's dates (in time order): burst by burst, the AR(1) fields carried
-    from date to date. Returns the scenes with their product names, times and incidence."""
+    from date to date. Returns the scenes with their product names, times and incidence. ``slice_number``
+    is written into the manifests (one slice of a sliced pass; None keeps the template's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref = next(iter(geometry.swaths.values())).template
     mid_burst = len(ref.ann.bursts) // 2
     crossing = ref.ann.line_azimuth_time(np.array([ref.ann.bursts[mid_burst].first_line
                                                    + ref.ann.lines_per_burst // 2]))[0]
-    products = [_open_product(out, template, geometry, s, crossing) for s in sorted(scenes, key=lambda s: s.start)]
+    products = [replace(_open_product(out, template, geometry, s, crossing), slice_number=slice_number)
+                for s in sorted(scenes, key=lambda s: s.start)]
     try:
         for swath, ext in geometry.swaths.items():
             lpb = ext.template.ann.lines_per_burst
