@@ -50,12 +50,15 @@ from cropflow.simulate.sentinel1 import (
     coherence_terms,
     expected_components,
     pair_coherence_gammas,
+    plan_acquisitions,
 )
 from cropflow.simulate.slc import (
     TEMPLATE,
     load_template,
+    place_track,
     range_doppler_point,
     rotated_orbit,
+    split_slices,
 )
 from scipy import ndimage
 
@@ -261,3 +264,25 @@ def test_slices_share_the_datatake_and_have_consecutive_slice_numbers(sliced, tm
     footprints = [shapely.from_wkt(f) for f in scenes["footprint"]]
     areas = shapely.area(shapely.intersection(footprints_in_crs([f.wkt for f in footprints], "EPSG:32652"), aoi))
     assert (areas > 0.1 * aoi.area).all()
+
+
+def test_demo_aoi_straddles_a_slice_boundary_on_both_tracks(tmp_path):
+    """Planning only (no pixels): on the demo AOI each demo track splits into two slices that each image a
+    large part of the AOI."""
+    aoi = read_aoi(str(Path(__file__).parents[1] / "resources" / "demo" / "aoi.geojson"))
+    grid = project_grid(aoi, "EPSG:32652", 10.0)
+    template = load_template(TEMPLATE, tmp_path)
+    centre = aoi.to_crs("EPSG:4326").union_all().centroid
+    scenes = plan_acquisitions((32, 105), datetime(2023, 5, 6, tzinfo=UTC), datetime(2023, 5, 30, tzinfo=UTC),
+                               centre.x, centre.y)
+    box = shapely.box(*grid.bounds)
+    for track in (32, 105):
+        incidence = next(s.incidence for s in scenes if s.relative_orbit == track)
+        geometry = place_track(template, track, incidence, centre.x, centre.y, grid, lambda lon, lat: 250.0 + 0 * lon,
+                               grid.bounds, at_burst_edge=True)
+        parts = split_slices(geometry, lambda lon, lat: 250.0 + 0 * lon, grid, 2)
+        assert len(parts) == 2
+        for part in parts:
+            xy = np.concatenate([e.lattice_xy.reshape(2, -1) for e in part.swaths.values()], axis=1)
+            hull = shapely.MultiPoint(xy.T).convex_hull
+            assert hull.intersection(box).area > 0.2 * box.area, (track, hull.intersection(box).area / box.area)

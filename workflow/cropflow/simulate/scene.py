@@ -637,7 +637,8 @@ def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Seq
         template = load_template(TEMPLATE, tmp)
         for track in sorted({s.relative_orbit for s in scenes}):
             track_scenes = [s for s in scenes if s.relative_orbit == track]
-            geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds)
+            geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds,
+                                   at_burst_edge=slices > 1)
             parts = split_slices(geometry, height, grid, slices)
             for number, part in enumerate(parts, start=7):
                 written += write_track(out / "s1", template, part, track_scenes, land, grid,

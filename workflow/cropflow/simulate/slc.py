@@ -254,10 +254,12 @@ def _forward(interp: OrbitInterpolator, ann: SwathAnnotation, lines: np.ndarray,
 
 
 def place_track(template: Template, relative_orbit: int, incidence: float, lon: float, lat: float,
-                grid: ProjectGrid, height: Callable, aoi_bounds: tuple[float, float, float, float]
-                ) -> TrackGeometry:
+                grid: ProjectGrid, height: Callable, aoi_bounds: tuple[float, float, float, float],
+                at_burst_edge: bool = False) -> TrackGeometry:
     """Move the template acquisition so that it images (lon, lat) at ``incidence`` (clamped to IW1-IW2) from
-    its mid burst, and find the bursts and samples of each sub-swath that see the AOI bounds (grid CRS)."""
+    its mid burst (its centre line, or with ``at_burst_edge`` its first line, so that a slice boundary
+    between bursts can cross (lon, lat)), and find the bursts and samples of each sub-swath that see the AOI
+    bounds (grid CRS)."""
     near = min(s.incidence[0] for s in template.swaths.values()) + _INCIDENCE_MARGIN
     far = max(s.incidence[1] for s in template.swaths.values()) - _INCIDENCE_MARGIN
     inc = min(max(incidence, near), far)
@@ -272,7 +274,7 @@ def place_track(template: Template, relative_orbit: int, incidence: float, lon: 
     slant = SPEED_OF_LIGHT / 2 * tau
     interp = OrbitInterpolator(template.orbit)
     mid_burst = len(sw.ann.bursts) // 2
-    mid_line = sw.ann.bursts[mid_burst].first_line + sw.ann.lines_per_burst // 2
+    mid_line = sw.ann.bursts[mid_burst].first_line + (0 if at_burst_edge else sw.ann.lines_per_burst // 2)
     t_c = float(_line_seconds(interp, sw.ann, np.array([mid_line]))[0])
     lo, hi = interp.start + 1.0, interp.stop - 1.0
 
@@ -795,19 +797,26 @@ def _footprint(product: _Product) -> np.ndarray:
 
 
 def split_slices(geometry: TrackGeometry, height: Callable, grid: ProjectGrid, n: int = 2) -> list[TrackGeometry]:
-    """The track's extent as ``n`` (1 or 2) consecutive slices of one datatake: the bursts of every sub-swath
-    that start before the middle burst of the first sub-swath go to the first slice, the others to the
-    second, so the slice boundary is an across-track line at one azimuth time through the AOI."""
+    """The track's extent as ``n`` (1 or 2) consecutive slices of one datatake: the burst boundary of the first
+    sub-swath nearest the grid's centre splits it, and the bursts of every sub-swath that start before that
+    time go to the first slice, the others to the second, so the slice boundary is an across-track line at
+    one azimuth time through the AOI (place the track ``at_burst_edge`` to put it through the centre)."""
     if n == 1:
         return [geometry]
     if n != 2:
         raise ValueError(f"s1_slices {n}: give 1 or 2")
     interp = OrbitInterpolator(geometry.orbit)
     first = geometry.swaths[sorted(geometry.swaths)[0]]
-    b_mid = (first.bursts[0] + first.bursts[1]) // 2
     if first.bursts[1] - first.bursts[0] < 2:
         raise ValueError(f"relative orbit {geometry.relative_orbit}: the AOI is seen by one burst; it cannot be "
                          f"split into two slices")
+    lpb = first.template.ann.lines_per_burst
+    cx, cy = 0.5 * (grid.bounds[0] + grid.bounds[2]), 0.5 * (grid.bounds[1] + grid.bounds[3])
+    x_line, y_line = first.lattice_xy[0].mean(axis=1), first.lattice_xy[1].mean(axis=1)
+    edges = list(range(first.bursts[0] + 1, first.bursts[1]))
+    distance = [math.hypot(np.interp((k - first.bursts[0]) * lpb, first.lattice_lines, x_line) - cx,
+                           np.interp((k - first.bursts[0]) * lpb, first.lattice_lines, y_line) - cy) for k in edges]
+    b_mid = edges[int(np.argmin(distance))]
     t_split = first.template.ann.bursts[b_mid].azimuth_time
     parts: list[dict[str, SwathExtent]] = [{}, {}]
     for name, ext in sorted(geometry.swaths.items()):
