@@ -285,8 +285,10 @@ def _s1_pair(a):
             log.info("pair %s: slice pair %d/%d %s x %s", a.pair, i, len(a.reference), Path(ref).name, Path(sec).name)
             parts.append(str(Path(tmp) / f"slice{i}_coh.tif"))
             one(ref, sec, parts[-1])
-        merge_s1_rasters(parts, grid, a.overlap, a.out, tags={
-            "SLICE_PAIRS": json.dumps([[Path(r).name, Path(s).name] for r, s in zip(a.reference, a.secondary)])})
+        names = [[Path(r).name.removesuffix(".SAFE"), Path(s).name.removesuffix(".SAFE")]
+                 for r, s in zip(a.reference, a.secondary)]
+        merge_s1_rasters(parts, grid, a.overlap, a.out, tags={"SLICE_PAIRS": json.dumps(names),
+                                                               "SLICES": json.dumps(sorted({n for p in names for n in p}))})
 
 
 def _s1_assemble_args(p):
