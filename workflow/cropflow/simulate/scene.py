@@ -519,6 +519,8 @@ def simulate(
     """
     if int(s1_slices) not in (1, 2):
         raise ValueError(f"s1_slices {s1_slices}: give 1 or 2 (slices per Sentinel-1 pass)")
+    if int(s1_slices) > 1 and s1_format != "slc":
+        raise ValueError(f"s1_slices {s1_slices} needs s1_format: slc (seam products are written per pass)")
     if s1_format not in ("slc", "seam"):
         raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
