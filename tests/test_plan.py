@@ -1,7 +1,7 @@
 """The DAG plan: grid and tiles from the AOI, seam inventories, which products feed which tile, target dates."""
 
 import copy
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import geopandas as gpd
 import numpy as np
@@ -243,3 +243,27 @@ def test_all_slice_pairs_of_a_pair_are_kept():
 def test_seam_pairs_have_one_slice_pair(config):
     plan = build_plan(config)
     assert pair_slices(plan, PAIR) == [(SCENE1, SCENE2)]
+
+
+def test_missing_slice_in_a_pass_is_logged_and_the_acquisition_made_of_the_others(tmp_path, config, caplog):
+    """Seam C2 of slices 1 and 3 of one datatake (slice 2 missing): one acquisition of two slices, a warning."""
+    import logging
+
+    s1 = tmp_path / "s1"
+    s1.mkdir()
+    c2 = np.full((4, *GRID.shape), 0.02, np.float32)
+    first, third = T1, T1 + timedelta(seconds=54)
+    names = []
+    for start in (first, third):
+        name = s1_scene(start, ORBIT1, "05D2C4", "3F1A")
+        names.append(name)
+        write_raster(s1 / f"{name}_C2.tif", c2, GRID, nodata=np.nan, band_names=["C11", "C22", "C12_real", "C12_imag"],
+                     tags={"SCENE": name, "PLATFORM": "S1A", "RELATIVE_ORBIT": REL, "PASS": "ASCENDING",
+                           "START_TIME": start.isoformat().replace("+00:00", "Z")})
+    cfg = variant(config, inputs__s1=str(s1), inputs__cache=str(tmp_path / "cache.json"))
+    with caplog.at_level(logging.WARNING, logger="cropflow.layers"):
+        plan = build_plan(cfg)
+    assert list(plan.s1_acquisitions["acq"]) == [ACQ1]
+    assert acquisition_slices(plan, ACQ1) == names
+    assert all(plan.tile_inputs[t]["s1"] == [ACQ1] for t in TILES)
+    assert any(ACQ1 in r.getMessage() and "a slice is missing" in r.getMessage() for r in caplog.records)

@@ -51,8 +51,10 @@ NO_SOURCE, SEVERAL = -1, -2
 
 _S2_NAME_RE = re.compile(r"^(?P<platform>S2[A-D])_MSIL\w{2}_(?P<sensing>\d{8}T\d{6})_N\d{4}_R(?P<orbit>\d{3})_"
                          r"T(?P<tile>\d{2}[A-Z]{3})_\d{8}T\d{6}")
-_S1_NAME_RE = re.compile(r"^(?P<platform>S1[A-D])_IW_SLC__1S[DS][VH]_(?P<start>\d{8}T\d{6})_\d{8}T\d{6}_\d{6}_"
-                         r"(?P<datatake>[0-9A-F]{6})_[0-9A-F]{4}$")
+_S1_NAME_RE = re.compile(r"^(?P<platform>S1[A-D])_IW_SLC__1S[DS][VH]_(?P<start>\d{8}T\d{6})_(?P<stop>\d{8}T\d{6})_"
+                         r"\d{6}_(?P<datatake>[0-9A-F]{6})_[0-9A-F]{4}$")
+#: consecutive slices of one datatake follow each other within this many seconds (they touch or overlap)
+SLICE_GAP_S = 5.0
 
 
 # ------------------------------------------------------------------------------------------------ grouping
@@ -103,7 +105,19 @@ def group_s2_layers(products: pd.DataFrame) -> pd.DataFrame:
     return layers.sort_values(["datetime", "layer"]).reset_index(drop=True)
 
 
-def _missing_slices(numbers: Sequence[float], total: float) -> list[int]:
+def _time_gaps(names: Sequence[str]) -> list[tuple[float, str, str]]:
+    """(seconds, slice, next slice) where a slice starts more than ``SLICE_GAP_S`` after the previous one
+    stops (times from the product names, which are in time order)."""
+    times = [_S1_NAME_RE.match(n) for n in names]
+    out = []
+    for a, b, na, nb in zip(times, times[1:], names, names[1:]):
+        gap = (pd.Timestamp(b["start"]) - pd.Timestamp(a["stop"])).total_seconds()
+        if gap > SLICE_GAP_S:
+            out.append((gap, na, nb))
+    return out
+
+
+def _missing_slices(numbers: Sequence[float]) -> list[int]:
     present = sorted(int(n) for n in numbers if n == n)
     if len(present) < 2:
         return []
@@ -116,8 +130,9 @@ def group_s1_acquisitions(scenes: pd.DataFrame) -> pd.DataFrame:
     The slices of one pass (same platform, relative orbit, pass and datatake id from the product name)
     form one acquisition; ``slices`` is their JSON list in time order, ``datetime`` the earliest start and
     ``footprint`` the union of the slice footprints. A gap in the slice numbers (``slice_number`` column,
-    from the manifests) is logged as a warning: the acquisition is made of the slices present, and the
-    missing slice's area has no S1 data on that date.
+    from the manifests) or, without them, a slice starting more than ``SLICE_GAP_S`` after the previous
+    one stops (times in the names) is logged as a warning: the acquisition is made of the slices present,
+    and the missing slice's area has no S1 data on that date.
     """
     if scenes.empty:
         return pd.DataFrame(columns=S1_ACQ_COLUMNS)
@@ -135,12 +150,17 @@ def group_s1_acquisitions(scenes: pd.DataFrame) -> pd.DataFrame:
             ["platform", "relative_orbit", "pass", "_datatake"], sort=True):
         group = group.sort_values("_t")
         acq = s1_acquisition_id(platform, group["_t"].iloc[0], orbit, datatake)
-        if "slice_number" in group.columns:
-            missing = _missing_slices(list(group["slice_number"]), group.get("total_slices", pd.Series([0])).max())
-            if missing:
-                log.warning("acquisition %s (datatake %s): slices %s present, %s missing: the acquisition is made of "
-                            "the slices present and the missing slices' area has no S1 data on %s", acq, datatake,
-                            [int(n) for n in group["slice_number"]], missing, f"{group['_t'].iloc[0]:%Y-%m-%d}")
+        day = f"{group['_t'].iloc[0]:%Y-%m-%d}"
+        missing = _missing_slices(list(group["slice_number"])) if "slice_number" in group.columns else []
+        if missing:
+            log.warning("acquisition %s (datatake %s): slices %s present, %s missing: the acquisition is made of "
+                        "the slices present and the missing slices' area has no S1 data on %s", acq, datatake,
+                        [int(n) for n in group["slice_number"]], missing, day)
+        else:
+            for gap, before, after in _time_gaps(list(group["scene"])):
+                log.warning("acquisition %s (datatake %s): %.0f s between slices %s and %s, a slice is missing: the "
+                            "acquisition is made of the slices present and the gap has no S1 data on %s", acq,
+                            datatake, gap, before, after, day)
         rows.append({"acq": acq, "platform": platform, "relative_orbit": int(orbit), "pass": direction,
                      "datatake": datatake, "datetime": group[time_col].iloc[0],
                      "slices": json.dumps(list(group["scene"])), "footprint": _union_wkt(group["footprint"])})
