@@ -229,3 +229,11 @@ def test_s1_slices_merge_mean_and_first(tmp_path):
         assert json.loads(tags["SLICES"]) == ["a.tif", "b.tif"]
     with pytest.raises(ValueError, match="s1.mosaic.overlap"):
         layers.merge_s1_rasters([str(pa)], GRID, "median", tmp_path / "x.tif")
+
+
+def test_one_datatake_id_on_two_dates_is_two_acquisitions():
+    """A copied product keeps its datatake id 12 days later: the passes must not be merged."""
+    df = pd.DataFrame([slc("20210401T052622", "20210401T052650"), slc("20210413T052622", "20210413T052650")])
+    out = layers.group_s1_acquisitions(df)
+    assert list(out["acq"]) == ["S1A_20210401_R032_05D2C4", "S1A_20210413_R032_05D2C4"]
+    assert [len(json.loads(s)) for s in out["slices"]] == [1, 1]

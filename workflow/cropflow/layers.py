@@ -55,6 +55,8 @@ _S1_NAME_RE = re.compile(r"^(?P<platform>S1[A-D])_IW_SLC__1S[DS][VH]_(?P<start>\
                          r"\d{6}_(?P<datatake>[0-9A-F]{6})_[0-9A-F]{4}$")
 #: consecutive slices of one datatake follow each other within this many seconds (they touch or overlap)
 SLICE_GAP_S = 5.0
+#: products of one datatake id further apart than this are different passes (a renamed or copied product)
+PASS_GAP_S = 1800.0
 
 
 # ------------------------------------------------------------------------------------------------ grouping
@@ -118,7 +120,7 @@ def _time_gaps(names: Sequence[str]) -> list[tuple[float, str, str]]:
 
 
 def _missing_slices(numbers: Sequence[float]) -> list[int]:
-    present = sorted(int(n) for n in numbers if n == n)
+    present = sorted(int(n) for n in numbers if n is not None and n == n)
     if len(present) < 2:
         return []
     return [k for k in range(present[0], present[-1] + 1) if k not in present]
@@ -127,8 +129,8 @@ def _missing_slices(numbers: Sequence[float]) -> list[int]:
 def group_s1_acquisitions(scenes: pd.DataFrame) -> pd.DataFrame:
     """One row per acquisition (``S1_ACQ_COLUMNS``) of an S1 scene table (SLC or seam scenes).
 
-    The slices of one pass (same platform, relative orbit, pass and datatake id from the product name)
-    form one acquisition; ``slices`` is their JSON list in time order, ``datetime`` the earliest start and
+    The slices of one pass (same platform, relative orbit, pass and datatake id from the product name, and
+    less than ``PASS_GAP_S`` apart) form one acquisition; ``slices`` is their JSON list in time order, ``datetime`` the earliest start and
     ``footprint`` the union of the slice footprints. A gap in the slice numbers (``slice_number`` column,
     from the manifests) or, without them, a slice starting more than ``SLICE_GAP_S`` after the previous
     one stops (times in the names) is logged as a warning: the acquisition is made of the slices present,
@@ -142,13 +144,17 @@ def group_s1_acquisitions(scenes: pd.DataFrame) -> pd.DataFrame:
     if bad:
         raise ValueError(f"S1 product {bad[0]} has no datatake id in its name (S1x_IW_SLC__1SDV_<start>_<stop>_"
                          f"<orbit>_<datatake>_<crc>): rename it to its ESA product name")
-    df = scenes.assign(_datatake=[m["datatake"] for m in parsed], _t=pd.to_datetime(scenes[time_col], utc=True))
+    df = scenes.assign(_datatake=[m["datatake"] for m in parsed], _t=pd.to_datetime(scenes[time_col], utc=True),
+                       _stop=[pd.Timestamp(m["stop"], tz="UTC") for m in parsed])
     if "pass" not in df.columns:
         df = df.assign(**{"pass": ""})
+    df = df.sort_values("_t")
+    # a new pass where a product starts long after the previous one of the same datatake id stopped
+    key = ["platform", "relative_orbit", "pass", "_datatake"]
+    gap = (df["_t"] - df.groupby(key)["_stop"].shift()).dt.total_seconds()
+    df = df.assign(_run=(gap > PASS_GAP_S).astype(int).groupby([df[k] for k in key]).cumsum())
     rows = []
-    for (platform, orbit, direction, datatake), group in df.groupby(
-            ["platform", "relative_orbit", "pass", "_datatake"], sort=True):
-        group = group.sort_values("_t")
+    for (platform, orbit, direction, datatake, _), group in df.groupby([*key, "_run"], sort=True):
         acq = s1_acquisition_id(platform, group["_t"].iloc[0], orbit, datatake)
         day = f"{group['_t'].iloc[0]:%Y-%m-%d}"
         missing = _missing_slices(list(group["slice_number"])) if "slice_number" in group.columns else []
