@@ -21,7 +21,7 @@ else:
 
 validate(config, schema="../config/schema.yaml")
 
-from cropflow.plan import build_plan, scene_path  # noqa: E402
+from cropflow.plan import acquisition_slices, build_plan, layer_products, pair_slices, scene_path  # noqa: E402
 
 MODELS = list(config["models"]["enabled"])
 
@@ -56,6 +56,8 @@ SPLITS = ["train", "val", "test"]
 
 wildcard_constraints:
     scene=r"S[12][A-D]_[A-Z0-9_]+",
+    layer=r"S2[A-D]_\d{8}_R\d{3}",
+    acq=r"S1[A-D]_\d{8}_R\d{3}_[0-9A-F]{6}",
     pair=r"R\d{3}_\d{8}_\d{8}",
     tile=r"E\d{7}N\d{7}",
     model=r"[a-z0-9_]+",
@@ -89,8 +91,23 @@ def get_s1_pair_input(wildcards):
 
 
 def get_s1_pair_products(wildcards):
-    pair = PLAN.s1_pairs.loc[PLAN.s1_pairs["pair"] == wildcards.pair].iloc[0]
-    return {"reference": s1_engine_input(pair["reference"]), "secondary": s1_engine_input(pair["secondary"])}
+    """The reference and secondary slices of every slice pair of a coherence pair, in matching order."""
+    slice_pairs = pair_slices(PLAN, wildcards.pair)
+    return {"reference": [s1_engine_input(r) for r, _ in slice_pairs],
+            "secondary": [s1_engine_input(s) for _, s in slice_pairs]}
+
+
+def get_s1_acq_slices(wildcards):
+    """The per-slice C2 rasters of one acquisition, earliest slice first."""
+    return expand("results/s1/scenes/{scene}_C2.tif", scene=acquisition_slices(PLAN, wildcards.acq))
+
+
+def get_acq_c2(wildcards):
+    """An acquisition's C2: its slice's raster when it has one slice (no copy job), else the assembled one."""
+    slices = acquisition_slices(PLAN, wildcards.acq)
+    if len(slices) == 1:
+        return f"results/s1/scenes/{slices[0]}_C2.tif"
+    return f"results/s1/acquisitions/{wildcards.acq}_C2.tif"
 
 
 def s2_row(scene):
@@ -159,14 +176,20 @@ def warn_missing_sen2cor():
 
 check_s2_clouds()
 warn_missing_sen2cor()
+def get_s2_layer_products(wildcards):
+    """The ingested products of one same-date layer and their sidecars."""
+    scenes = layer_products(PLAN, wildcards.layer)
+    return {"products": expand("results/s2/{scene}.tif", scene=scenes),
+            "metas": expand("results/s2/{scene}.json", scene=scenes)}
 
 
 def get_stack_inputs(wildcards):
     used = PLAN.tile_inputs[wildcards.tile]
     return {
-        "s1": expand("results/s1/features/{scene}.tif", scene=used["s1"]),
+        "s1": expand("results/s1/features/{acq}.tif", acq=used["s1"]),
         "coh": expand("results/s1/pairs/{pair}_coh.tif", pair=used["coh"]) if config["s1"]["coherence"] else [],
-        "s2": expand("results/s2/{scene}.tif", scene=used["s2"]),
+        "s2": expand("results/s2/layers/{layer}.tif", layer=used["s2"]),
+        "s2_meta": expand("results/s2/layers/{layer}.json", layer=used["s2"]),
         "grid": "results/grid/grid.json",
     }
 
@@ -187,6 +210,8 @@ def get_final_outputs():
         "results/inventory/s1_scenes.csv",
         "results/inventory/s2_scenes.csv",
         "results/inventory/s2_selection.csv",
+        "results/inventory/report.csv",
+        "results/inventory/s2_layers.csv",
         "results/partition/split_report.csv",
         "results/report/profiles.png",
     ]

@@ -54,3 +54,34 @@ rule s2_selection:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow s2-selection --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule inventory_report:
+    input:
+        s2="results/inventory/s2_scenes.csv",
+        s1="results/inventory/s1_scenes.csv",
+        s1_acquisitions="results/inventory/s1_acquisitions.csv",
+        skipped="results/inventory/skipped.csv",
+        planned="results/inventory/s2_layers_planned.csv",
+        layers=expand("results/s2/layers/{layer}.json", layer=PLAN.s2_layers["layer"]),
+    output:
+        report=report(
+            "results/inventory/report.csv",
+            caption="../report/inventory.rst",
+            category="Inventory",
+        ),
+        layers=report(
+            "results/inventory/s2_layers.csv",
+            caption="../report/s2_layers.rst",
+            category="Inventory",
+        ),
+    log:
+        "logs/inventory_report/inventory_report.log",
+    localrule: True
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow inventory-report --s2 {input.s2} --s1 {input.s1}"
+        " --s1-acquisitions {input.s1_acquisitions} --skipped {input.skipped}"
+        " --s2-layers-planned {input.planned} --layers {input.layers} --out {output.report}"
+        " --out-layers {output.layers} > {log} 2>&1"

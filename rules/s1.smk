@@ -1,6 +1,7 @@
 # Sentinel-1: per-scene C2 and per-pair coherence at the S1 seam on the project grid, from SLC products with
 # the native or the SNAP engine, or validated from preprocessed seam products; then the per-scene
-# polarimetric features computed by cropflow from C2 (identical for every engine).
+# polarimetric features computed by cropflow from C2 (identical for every engine), per acquisition: the
+# slices of one pass are first assembled into one C2 on the grid (s1.mosaic.overlap).
 
 if config["s1"]["engine"] == "preprocessed":
 
@@ -11,18 +12,35 @@ else:
     include: "s1_slc.smk"
 
 
+rule s1_assemble:
+    input:
+        slices=get_s1_acq_slices,
+        grid="results/grid/grid.json",
+    output:
+        "results/s1/acquisitions/{acq}_C2.tif",
+    params:
+        overlap=config["s1"]["mosaic"]["overlap"],
+    log:
+        "logs/s1_assemble/{acq}.log",
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow s1-assemble --acq {wildcards.acq} --slices {input.slices} --grid {input.grid}"
+        " --overlap {params.overlap} --out {output} > {log} 2>&1"
+
+
 rule s1_features:
     input:
-        "results/s1/scenes/{scene}_C2.tif",
+        get_acq_c2,
     output:
-        "results/s1/features/{scene}.tif",
+        "results/s1/features/{acq}.tif",
     params:
         features=config["s1"]["features"],
         glcm=as_json(config["s1"]["glcm"]),
     log:
-        "logs/s1_features/{scene}.log",
+        "logs/s1_features/{acq}.log",
     benchmark:
-        "benchmarks/s1_features/{scene}.tsv"
+        "benchmarks/s1_features/{acq}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:

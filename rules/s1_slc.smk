@@ -1,5 +1,5 @@
-# Sentinel-1 IW SLC products through the native or the SNAP engine (s1.engine): C2 per scene, coherence per
-# consecutive same-track pair, both on the project grid (the S1 seam). The SNAP engine writes its graph XML
+# Sentinel-1 IW SLC products through the native or the SNAP engine (s1.engine): C2 per scene (slice), coherence
+# per consecutive same-track pair (every slice pair of the two passes, merged), both on the project grid. The SNAP engine writes its graph XML
 # next to each output. The native engine reads SAFE folders: zips are extracted by s1_extract into
 # s1.native.workdir as temporary outputs, removed as soon as the scene's C2 and pair jobs are done.
 
@@ -51,6 +51,7 @@ rule s1_pair:
     params:
         engine=config["s1"]["engine"],
         settings=as_json(config["s1"]),
+        overlap=config["s1"]["mosaic"]["overlap"],
     threads: 1
     resources:
         mem_mb=8000,
@@ -63,4 +64,4 @@ rule s1_pair:
     shell:
         "python -m cropflow s1-pair --engine {params.engine} --reference {input.reference}"
         " --secondary {input.secondary} --pair {wildcards.pair} --grid {input.grid} --aoi {input.aoi}"
-        " --settings {params.settings} --out {output} > {log} 2>&1"
+        " --settings {params.settings} --overlap {params.overlap} --out {output} > {log} 2>&1"

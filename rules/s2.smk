@@ -1,7 +1,9 @@
 # Sentinel-2: Level-1C products are corrected with Sen2Cor (rule sen2cor, results/s2/l2a/<L1C name>/), Level-2A
 # products are read directly; the ingest puts the bands on the project grid with the cloud mask (SCL, s2cloudless
-# or both: rule s2_clouds) and the cloud fraction over the AOI; products over the cloud threshold are written
-# but flagged unused in their sidecar (logged, listed in the report).
+# or both: rule s2_clouds) and a QA band per product; then one layer per date from the products of one datatake
+# (adjacent MGRS tiles), merged with s2.mosaic.overlap. The layer decides the selection: layers over the cloud
+# threshold (AOI, each pixel once) are written but flagged unused in their sidecar, and tiles below
+# s2.min_valid_fraction do not stack them (logged, listed in the inventory report).
 
 
 rule sen2cor:
@@ -80,3 +82,30 @@ rule s2_ingest:
         " --bands {params.bands} --invalid-scl {params.invalid} --cloud-scl {params.cloud}"
         " --max-cloud {params.max_cloud} --cloud-method {params.method} --clouds {input.clouds}"
         " --s2cloudless-scl {params.keep_scl} --out-tif {output.tif} --out-json {output.meta} > {log} 2>&1"
+
+
+rule s2_layer:
+    input:
+        unpack(get_s2_layer_products),
+        grid="results/grid/grid.json",
+        tiles="results/grid/tiles.gpkg",
+        aoi=config["aoi"],
+    output:
+        tif="results/s2/layers/{layer}.tif",
+        meta="results/s2/layers/{layer}.json",
+    params:
+        bands=config["s2"]["bands"],
+        overlap=config["s2"]["mosaic"]["overlap"],
+        max_cloud=config["s2"]["max_cloud_fraction"],
+        min_valid=config["s2"]["min_valid_fraction"],
+    log:
+        "logs/s2_layer/{layer}.log",
+    benchmark:
+        "benchmarks/s2_layer/{layer}.tsv"
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow s2-layer --layer {wildcards.layer} --products {input.products} --grid {input.grid}"
+        " --tiles {input.tiles} --aoi {input.aoi} --bands {params.bands} --overlap {params.overlap}"
+        " --max-cloud {params.max_cloud} --min-valid {params.min_valid} --out-tif {output.tif}"
+        " --out-json {output.meta} > {log} 2>&1"

@@ -15,7 +15,7 @@ import shapely
 
 from cropflow.grid import ProjectGrid
 from cropflow.s2 import (BAND_IDS, L2A_NAMESPACE, boa_reflectance, cloud_fraction, ingest_l2a, l1c_toa_reflectance,
-                         local_name, open_l1c, open_l2a, parse_product_name, scl_valid_mask, validate_l1c)
+                         local_name, open_l1c, open_l2a, parse_product_name, qa_codes, scl_valid_mask, validate_l1c)
 from cropflow.simulate.sentinel2 import l1c_name, l2a_name, write_l2a
 from s2_products import GRID60, L1C_NAME, SENSING as SENSING60, make_l1c, toa
 
@@ -44,7 +44,8 @@ def ingest(tmp_path: Path, product: Path, aoi=None, grid=GRID, bands=("B04", "B8
     out_tif, out_json = tmp_path / "out" / "scene.tif", tmp_path / "out" / "scene.json"
     meta = ingest_l2a(product, grid, aoi, list(bands), INVALID, CLOUD, 0.08, out_tif, out_json, **kw)
     with rasterio.open(out_tif) as src:
-        data = src.read()
+        assert src.descriptions[-1] == "QA"
+        data = src.read()[:-1]
     assert json.loads(out_json.read_text()) == meta
     return data, meta, out_tif
 
@@ -177,7 +178,7 @@ def test_product_missing_the_grid_is_not_used(tmp_path):
 def test_output_raster_carries_band_names_and_tags(tmp_path):
     _, _, out_tif = ingest(tmp_path, make(tmp_path))
     with rasterio.open(out_tif) as src:
-        assert src.descriptions == ("B04", "B8A", "B11")
+        assert src.descriptions == ("B04", "B8A", "B11", "QA")
         assert src.dtypes[0] == "float32" and src.transform == GRID.transform
         tags = src.tags()
     assert tags["SCENE"].startswith("S2A_MSIL2A_20230512T023551") and tags["MGRS_TILE"] == "52UCU"
@@ -315,3 +316,8 @@ def test_l1c_folder_read_as_l2a_and_l2a_read_as_l1c_name_the_level(tmp_path):
         open_l2a(make_l1c(tmp_path / "a"))
     with pytest.raises(FileNotFoundError, match="is a Level-2A product"):
         open_l1c(make(tmp_path / "b"))
+def test_qa_band_codes_clear_cloud_other_nodata():
+    scl = np.array([[0, 4, 5, 8], [9, 3, 11, 1]], np.uint8)
+    valid = scl_valid_mask(scl, INVALID) & (scl != 0)
+    qa = qa_codes(scl, valid, CLOUD)
+    assert qa.tolist() == [[0, 1, 1, 2], [2, 2, 3, 3]]

@@ -26,7 +26,7 @@ from cropflow.s1 import (
 )
 from cropflow.simulate import simulate
 from cropflow.simulate.parcels import generate_landscape
-from cropflow.simulate.scene import cloud_scene, mgrs_tile, smooth_noise
+from cropflow.simulate.scene import cloud_scene, mgrs_tile, s2_grid_for, s2_tile_extent, s2_tiles_for, smooth_noise
 from cropflow.simulate.sentinel1 import (
     estimated_coherence,
     multilook_covariance,
@@ -266,6 +266,9 @@ def test_cloud_scene_hits_the_requested_cover():
 
 def test_mgrs_tile_ids():
     assert mgrs_tile(126.6, 48.2) == "52UCU"
+    assert mgrs_tile(126.38, 48.18) == "52UCU" and mgrs_tile(126.25, 48.18) == "52UBU"
+    assert s2_tile_extent(3, 53) == (300000.0, 5290200.0, 409800.0, 5400000.0)   # 52UCU: overlaps 52UBU by 9.8 km
+    assert s2_tile_extent(2, 53)[2] == 309800.0
     assert mgrs_tile(1.44, 43.6) == "31TCJ"     # Toulouse
     assert mgrs_tile(2.35, 48.85) == "31UDQ"    # Paris
 
@@ -387,3 +390,47 @@ def test_l1c_products_follow_the_layout(run, aoi_path, tmp_path):
     assert [p.name for p in (only / "s2").iterdir()] == [s1c["s2_products"][0]["product"]]
     assert "_MSIL1C_" in s1c["s2_products"][0]["product"]
     assert open_l1c(only / "s2" / s1c["s2_products"][0]["product"]).relative_orbit == 89
+DEMO_AOI = Path(__file__).parents[1] / "resources" / "demo" / "aoi.geojson"
+
+
+def test_demo_aoi_straddles_two_mgrs_tiles():
+    """The demo AOI crosses the 52UBU/52UCU edge: each tile covers a part of it the other does not."""
+    from cropflow.grid import read_aoi
+
+    aoi = read_aoi(str(DEMO_AOI))
+    left, bottom, right, top = aoi.to_crs("EPSG:32652").total_bounds
+    assert (right - left, top - bottom) == (20000.0, 20000.0)
+    tiles = dict(s2_tiles_for(s2_grid_for(aoi, 1000.0)[0]))
+    assert sorted(tiles) == ["52UBU", "52UCU"]
+    assert tiles["52UBU"].bounds[2] == 309800.0 and tiles["52UCU"].bounds[0] == 300000.0
+    assert tiles["52UBU"].bounds[0] < left < 300000.0 and 309800.0 < right < tiles["52UCU"].bounds[2]
+
+
+#: 14 x 1 km across the 52UBU/52UCU edge (x 300 km) and the end of 52UBU (x 309.8 km)
+EDGE = (298000.0, 5340000.0, 312000.0, 5341000.0)
+
+
+@pytest.fixture(scope="module")
+def edge_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("sim_edge")
+    aoi = _aoi(out / "aoi.geojson", EDGE)
+    return out, simulate(aoi, out / "data", **{**OPTIONS, "s2_margin": 120.0}, seed=3, s2_dates=2, cloudy=[0.0, 0.05],
+                         s1_orbits=(32,))
+
+
+def test_adjacent_tile_products_are_identical_in_their_overlap(edge_run):
+    out, summary = edge_run
+    products = summary["s2_products"]
+    assert len(products) == 4 and [p["mgrs_tile"] for p in products] == ["52UBU", "52UCU"] * 2
+    assert summary["s2_tiles"] == ["52UBU", "52UCU"]
+    for west, east in (products[:2], products[2:]):
+        assert west["sensing_time"] == east["sensing_time"]
+        wsafe, esafe = out / "data" / "s2" / west["product"], out / "data" / "s2" / east["product"]
+        assert west["product"].split("_")[:5] == east["product"].split("_")[:5]   # one datatake: time, orbit
+        with rasterio.open(_band(wsafe, "B04")) as w, rasterio.open(_band(esafe, "B04")) as e:
+            assert w.bounds.right == 309800.0 and e.bounds.left == 300000.0
+            assert w.bounds.left < EDGE[0] and e.bounds.right > EDGE[2]
+            overlap = (300000.0, max(w.bounds.bottom, e.bounds.bottom), 309800.0, min(w.bounds.top, e.bounds.top))
+            a = w.read(1, window=rasterio.windows.from_bounds(*overlap, transform=w.transform))
+            b = e.read(1, window=rasterio.windows.from_bounds(*overlap, transform=e.transform))
+        assert a.shape == b.shape and a.size > 0 and (a == b).all()

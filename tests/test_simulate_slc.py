@@ -8,6 +8,7 @@ is, at the model's level, and the model's coherence between consecutive dates.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import zipfile
 from datetime import UTC, datetime
@@ -19,7 +20,10 @@ import pytest
 import rasterio
 import shapely
 from cropflow.grid import project_grid, read_aoi
-from cropflow.s1slc import scan_s1_slc
+from cropflow.inventory import footprints_in_crs
+from cropflow.layers import group_s1_acquisitions
+from cropflow.pyrosar_env import import_pyrosar
+from cropflow.s1slc import scan_s1_slc, slc_pairs
 from cropflow.sar.geometry import (
     OrbitInterpolator,
     geocode_points,
@@ -46,12 +50,15 @@ from cropflow.simulate.sentinel1 import (
     coherence_terms,
     expected_components,
     pair_coherence_gammas,
+    plan_acquisitions,
 )
 from cropflow.simulate.slc import (
     TEMPLATE,
     load_template,
+    place_track,
     range_doppler_point,
     rotated_orbit,
+    split_slices,
 )
 from scipy import ndimage
 
@@ -214,3 +221,68 @@ def test_native_engine_recovers_the_simulated_coherence(sim, land, tmp_path):
             assert abs(coh[band][high].mean() - true[high].mean()) < 0.05
         if low.sum() > 200:
             assert 0.0 < coh[band][low].mean() - true[low].mean() < 0.25
+
+
+#: 1 x 24 km (along the track) in UTM 52N: the AOI spans more than one burst, so a pass can be split in two
+SLICED = (330000.0, 5330000.0, 331000.0, 5354000.0)
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory) -> tuple[Path, dict]:
+    """Two passes of relative orbit 105, each written as two consecutive slices of one datatake."""
+    out = tmp_path_factory.mktemp("slc_sliced")
+    gpd.GeoDataFrame(geometry=[shapely.box(*SLICED)], crs="EPSG:32652").to_file(out / "aoi.geojson")
+    summary = simulate(out / "aoi.geojson", out, legend_path=LEGEND, season=("05-06", "05-25"), s1_orbits=[105],
+                       s2_dates=1, cloudy=[0.0], s2_margin=120.0, seed=SEED, s1_format="slc", s1_slices=2)
+    return out, summary
+
+
+def test_slices_share_the_datatake_and_have_consecutive_slice_numbers(sliced, tmp_path):
+    out, summary = sliced
+    zips = sorted((out / "s1").glob("S1A_*.zip"))
+    assert len(zips) == 4 and len(summary["s1_scenes"]) == 4 and len(summary["s1_pairs"]) == 1
+    pyrosar = import_pyrosar()
+    metas = [pyrosar.identify(str(z)).meta for z in zips]
+    by_date: dict[str, list[dict]] = {}
+    for z, meta in zip(zips, metas):
+        by_date.setdefault(z.name.split("_")[5][:8], []).append({"name": z.stem, **meta})
+    for day, slices in by_date.items():
+        first, second = sorted(slices, key=lambda m: m["acquisition_time"]["start"])
+        assert first["name"].split("_")[7] == second["name"].split("_")[7]            # one datatake
+        assert (first["sliceNumber"], second["sliceNumber"]) == (7, 8) and first["totalSlices"] == 12
+        gap = (datetime.fromisoformat(second["acquisition_time"]["start"])
+               - datetime.fromisoformat(first["acquisition_time"]["stop"])).total_seconds()
+        assert -3.0 < gap < 3.0, gap                                                   # consecutive
+    scenes, skipped = scan_s1_slc(out / "s1", tmp_path / "cache.json")
+    assert skipped.empty and sorted(scenes["slice_number"]) == [7, 7, 8, 8]
+    acquisitions = group_s1_acquisitions(scenes)
+    assert len(acquisitions) == 2 and all(len(json.loads(s)) == 2 for s in acquisitions["slices"])
+    pairs = slc_pairs(scenes)
+    assert len(pairs) == 2 and pairs["pair"].nunique() == 1                          # one pair of 2 slice pairs
+    # the slice boundary crosses the AOI: each slice images a part of it
+    aoi = shapely.box(*SLICED)
+    footprints = [shapely.from_wkt(f) for f in scenes["footprint"]]
+    areas = shapely.area(shapely.intersection(footprints_in_crs([f.wkt for f in footprints], "EPSG:32652"), aoi))
+    assert (areas > 0.1 * aoi.area).all()
+
+
+def test_demo_aoi_straddles_a_slice_boundary_on_both_tracks(tmp_path):
+    """Planning only (no pixels): on the demo AOI each demo track splits into two slices that each image a
+    large part of the AOI."""
+    aoi = read_aoi(str(Path(__file__).parents[1] / "resources" / "demo" / "aoi.geojson"))
+    grid = project_grid(aoi, "EPSG:32652", 10.0)
+    template = load_template(TEMPLATE, tmp_path)
+    centre = aoi.to_crs("EPSG:4326").union_all().centroid
+    scenes = plan_acquisitions((32, 105), datetime(2023, 5, 6, tzinfo=UTC), datetime(2023, 5, 30, tzinfo=UTC),
+                               centre.x, centre.y)
+    box = shapely.box(*grid.bounds)
+    for track in (32, 105):
+        incidence = next(s.incidence for s in scenes if s.relative_orbit == track)
+        geometry = place_track(template, track, incidence, centre.x, centre.y, grid, lambda lon, lat: 250.0 + 0 * lon,
+                               grid.bounds, at_burst_edge=True)
+        parts = split_slices(geometry, lambda lon, lat: 250.0 + 0 * lon, grid, 2)
+        assert len(parts) == 2
+        for part in parts:
+            xy = np.concatenate([e.lattice_xy.reshape(2, -1) for e in part.swaths.values()], axis=1)
+            hull = shapely.MultiPoint(xy.T).convex_hull
+            assert hull.intersection(box).area > 0.2 * box.area, (track, hull.intersection(box).area / box.area)

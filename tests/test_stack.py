@@ -334,3 +334,37 @@ def test_source_without_any_target_date_raises_naming_the_config_keys(products, 
     with pytest.raises(ValueError, match=r"tile T: no target date for coh .*stack.time_axis.*s1\.coherence"):
         build_cube(layers, BANDS, targets, TILE, "T", tmp_path / "c.zarr", mode="separate")
     assert not (tmp_path / "c.zarr").exists()
+
+
+def test_layer_not_used_for_a_tile_below_min_valid_fraction_is_skipped_and_logged(tmp_path, caplog):
+    path = tmp_path / "S2A_20230512_R089.tif"
+    write_raster(path, np.full((4, *TILE.shape), 0.1, np.float32), TILE, nodata=np.nan,
+                 band_names=["B04", "B8A", "B11", "QA"])
+    sidecar = {"layer": "S2A_20230512_R089", "datetime": "2023-05-12T02:35:51+00:00", "used": True, "reason": None,
+               "tiles": {"A": {"used": True, "valid_fraction": 0.9, "reason": None},
+                         "B": {"used": False, "valid_fraction": 0.1,
+                               "reason": "valid fraction 0.100 of the tile's AOI pixels < s2.min_valid_fraction 0.5"}}}
+    (tmp_path / "S2A_20230512_R089.json").write_text(json.dumps(sidecar))
+    assert [str(layer.day) for layer in s2_layers([str(path)], BANDS["s2"], "A")] == ["2023-05-12"]
+    with caplog.at_level(logging.INFO, logger="cropflow.stack"):
+        assert s2_layers([str(path)], BANDS["s2"], "B") == []
+    assert any("S2A_20230512_R089" in r.message and "tile B" in r.message and "min_valid_fraction" in r.message
+               for r in caplog.records)
+    sidecar["used"], sidecar["reason"] = False, "cloud fraction 0.30 > 0.08"
+    (tmp_path / "S2A_20230512_R089.json").write_text(json.dumps(sidecar))
+    assert s2_layers([str(path)], BANDS["s2"], "A") == []
+
+
+def test_s2_layers_read_layer_rasters_by_band_name_ignoring_qa(tmp_path):
+    path = tmp_path / "S2A_20230512_R089.tif"
+    data = np.stack([np.full(TILE.shape, v, np.float32) for v in (0.1, 0.2, 0.3, 1.0)])
+    write_raster(path, data, TILE, nodata=np.nan, band_names=["QA", "B11", "B8A", "B04"][::-1])
+    (tmp_path / "S2A_20230512_R089.json").write_text(json.dumps(
+        {"layer": "S2A_20230512_R089", "datetime": "2023-05-12T02:35:51+00:00", "used": True, "tiles": {}}))
+    out = tmp_path / "cube.zarr"
+    build_cube({"s2": s2_layers([str(path)], BANDS["s2"], "A")}, {"s2": BANDS["s2"]}, {"s2": TARGETS[:1]}, TILE,
+               "A", out)
+    cube = cube_inputs(open_cube(out))["features"]
+    assert list(cube["band"].values) == list(BANDS["s2"])
+    assert "QA" not in list(cube["band"].values)
+    assert np.allclose(cube.sel(band="B11").values[0], 0.3)

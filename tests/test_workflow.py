@@ -146,7 +146,8 @@ def dry_run_jobs(workdir: Path) -> dict[str, int]:
     return counts
 
 
-def add_s2_product(workdir: Path, tile_bounds: tuple[float, float, float, float]) -> str:
+def add_s2_product(workdir: Path, tile_bounds: tuple[float, float, float, float],
+                   when: datetime = datetime(2023, 8, 29, 2, 35, 51)) -> str:
     """A clear L2A product (vegetation everywhere) whose footprint lies inside one tile."""
     left, bottom, right, top = tile_bounds
     grid10 = ProjectGrid("EPSG:32652", 10.0, (left + 200, bottom + 200, right - 200, top - 200))
@@ -155,7 +156,7 @@ def add_s2_product(workdir: Path, tile_bounds: tuple[float, float, float, float]
     refl = {b: rng.uniform(0.02, 0.4, (h, w)).astype(np.float32) for b in ("B02", "B03", "B04", "B08")}
     refl |= {b: rng.uniform(0.02, 0.4, (h // 2, w // 2)).astype(np.float32)
              for b in ("B05", "B06", "B07", "B8A", "B11", "B12")}
-    path = write_l2a(workdir / "data" / "s2", platform="S2B", sensing_time=datetime(2023, 8, 29, 2, 35, 51),
+    path = write_l2a(workdir / "data" / "s2", platform="S2B", sensing_time=when,
                      mgrs_tile="52UCU", relative_orbit=89, baseline="05.09", grid10=grid10, reflectance=refl,
                      scl=np.full((h // 2, w // 2), 4, np.uint8))
     return path.name.removesuffix(".SAFE")
@@ -172,9 +173,10 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
     add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0))
     jobs = dry_run_jobs(work)
     assert jobs.get("s2_ingest") == 1
+    assert jobs.get("s2_layer") == 1, "the new date is one new layer; the other dates' layers are untouched"
     assert jobs.get("stack") == 1, "only the tile the new product covers is restacked"
     assert jobs.get("samples_tile") == 1
-    for unaffected in ("grid", "s1_scene", "s1_pair", "s1_features", "labels_clean", "partition",
+    for unaffected in ("grid", "s1_scene", "s1_pair", "s1_assemble", "s1_features", "labels_clean", "partition",
                        "labels_tile"):
         assert unaffected not in jobs, (unaffected, jobs)
     # the model is retrained on the new samples, so every tile is mapped again
@@ -327,3 +329,78 @@ def test_s2cloudless_without_l1c_stops_naming_products_and_key(tmp_path):
     assert proc.returncode != 0
     assert "s2.clouds.method: s2cloudless needs the Level-1C product" in out and l2a in out
     assert "set s2.clouds.method: scl" in out
+# ------------------------------------------------------------------------ same-date mosaics, acquisition selection
+
+#: 2 x 2 km across the east edge of 52UBU (x 309.8 km): x 309-309.8 km is in both 52UBU and 52UCU, the rest
+#: only in 52UCU; two 2 km project tiles
+EDGE_BOUNDS = (309000.0, 5340000.0, 311000.0, 5342000.0)
+EDGE_TILES = ["E0308000N5340000", "E0310000N5340000"]
+
+
+@pytest.fixture(scope="module")
+def mosaic_demo(tmp_path_factory) -> Path:
+    """Inventory, layers and cubes of a tiny AOI whose S2 dates are two MGRS tiles and S1 passes two slices."""
+    workdir = tmp_path_factory.mktemp("mosaic")
+    gpd.GeoDataFrame(geometry=[shapely.box(*EDGE_BOUNDS)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
+    config = write_config(workdir)
+    config["season"] = {"start": "05-06", "end": "06-20"}
+    config["models"]["enabled"] = ["rf"]
+    config["simulate"] = {"year": 2023, "s1_format": "slc", "s1_slices": 2, "s1_orbits": [32], "s2_dates": 2,
+                          "cloudy": [0.0, 0.02], "s2_margin": 120.0}
+    with open(workdir / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=workdir, env=env, capture_output=True)
+    snakemake(workdir, "results/inventory/report.csv", "results/inventory/s2_layers.csv",
+              *[f"results/cubes/{t}.zarr" for t in EDGE_TILES])
+    return workdir
+
+
+def test_multi_tile_multi_slice_dates_become_one_layer(mosaic_demo):
+    inventory = mosaic_demo / "results" / "inventory"
+    layers = pd.read_csv(inventory / "s2_layers.csv")
+    assert len(layers) == 2 and layers["used"].all()
+    assert all(json.loads(t) == ["52UBU", "52UCU"] for t in layers["mgrs_tiles"])
+    for layer in layers["layer"]:
+        meta = json.loads((mosaic_demo / "results" / "s2" / "layers" / f"{layer}.json").read_text())
+        assert [p["mgrs_tile"] for p in meta["products"]] == ["52UBU", "52UCU"]
+        n = 200 * 200
+        assert sum(p["pixels"] for p in meta["products"]) == round(meta["valid_fraction"] * n)
+        assert meta["coverage"] == 1.0
+        winner, loser = sorted(meta["products"], key=lambda p: (p["cloud_fraction"], p["scene"]))
+        assert winner["pixels_in_overlap"] > 0 and loser["pixels_in_overlap"] > 0
+        if meta["cloud_fraction"] == 0:
+            # least cloudy (ties: name) takes the whole tile overlap; the other keeps only what it alone covers
+            assert winner["pixels"] == round(winner["coverage"] * n)
+            assert loser["pixels"] == round(loser["coverage"] * n) - loser["pixels_in_overlap"]
+        with rasterio.open(mosaic_demo / "results" / "s2" / "layers" / f"{layer}.tif") as src:
+            assert src.descriptions[-1] == "QA" and (src.read(src.count) > 0).all()
+    acquisitions = pd.read_csv(inventory / "s1_acquisitions.csv")
+    assert len(acquisitions) == 3 and all(len(json.loads(s)) == 2 for s in acquisitions["slices"])
+    for acq in acquisitions["acq"]:
+        with rasterio.open(mosaic_demo / "results" / "s1" / "acquisitions" / f"{acq}_C2.tif") as src:
+            assert np.isfinite(src.read()).all(), "the assembled slices cover the whole grid"
+            assert len(json.loads(src.tags()["SLICES"])) == 2
+    with rasterio.open(mosaic_demo / "results" / "s1" / "pairs" / "R032_20230517_20230529_coh.tif") as src:
+        assert len(json.loads(src.tags()["SLICE_PAIRS"])) == 2 and np.isfinite(src.read()).all()
+    report = pd.read_csv(inventory / "report.csv")
+    assert len(report) == 4 + 6 and (report["status"] == "used").all()
+    assert sorted(report.loc[report["sensor"] == "S1", "tile_or_slice"]) == ["slice 7"] * 3 + ["slice 8"] * 3
+    for tile in EDGE_TILES:
+        cube = open_cube(mosaic_demo / "results" / "cubes" / f"{tile}.zarr")
+        assert cube.attrs["products"]["s2"] == [f"{layer}.tif" for layer in layers["layer"]]
+        assert len(cube.attrs["products"]["s1"]) == 3
+
+
+def test_product_outside_the_aoi_gets_no_job_and_is_reported(mosaic_demo, tmp_path):
+    work = tmp_path / "far"
+    shutil.copytree(mosaic_demo, work, symlinks=True)
+    far = add_s2_product(work, (330000.0, 5340000.0, 332000.0, 5342000.0), datetime(2023, 6, 1, 2, 35, 51))
+    jobs = dry_run_jobs(work)
+    assert "s2_ingest" not in jobs and "s2_layer" not in jobs and "stack" not in jobs, jobs
+    proc = snakemake(work, "-n", "results/s2/" + far + ".tif", check=False)
+    assert proc.returncode != 0, "no rule may make the product that misses the AOI"
+    snakemake(work, "results/inventory/report.csv")
+    row = pd.read_csv(work / "results" / "inventory" / "report.csv").set_index("product").loc[far]
+    assert (row["status"], row["stage"], row["reason"]) == ("skipped", "inventory", "footprint does not overlap the AOI")

@@ -67,7 +67,10 @@ def slc_workdir(tmp_path_factory) -> Path:
 def test_native_engine_writes_the_seam_from_slc(slc_workdir):
     scenes = sorted(p.name.removesuffix(".zip") for p in (slc_workdir / "s1").glob("*.zip"))
     assert len(scenes) == 2
-    targets = [f"results/s1/pairs/{PAIR}_coh.tif"] + [f"results/s1/features/{s}.tif" for s in scenes]
+    # one slice per pass: each acquisition's features come straight from its slice's C2 (no assembly job)
+    acquisitions = [f"{s[:3]}_{s[17:25]}_R168_{s.split('_')[-2]}" for s in scenes]
+    targets = [f"results/s1/pairs/{PAIR}_coh.tif"] + [f"results/s1/features/{a}.tif" for a in acquisitions]
+    assert "s1_assemble" not in snakemake(slc_workdir, "-n", *targets).stdout
     snakemake(slc_workdir, *targets)
     grid = ProjectGrid.from_dict(json.loads((slc_workdir / "results" / "grid" / "grid.json").read_text()))
     tags = validate_c2(slc_workdir / "results" / "s1" / "scenes" / f"{NAME}_C2.tif", grid)

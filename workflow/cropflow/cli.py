@@ -118,32 +118,38 @@ def _inventory_args(p):
     p.add_argument("--s2-settings", type=_json, default={},
                    help="the config's s2 section (prefer, clouds.method) as JSON")
     p.add_argument("--season", nargs=2, metavar=("START", "END"), required=True)
-    _required("out-s1", "out-pairs", "out-s1-skipped", "out-s1-coverage", "out-s2")(p)
+    p.add_argument("--resolution", type=float, required=True, help="the project grid's pixel size (m)")
+    _required("out-s1", "out-pairs", "out-s1-skipped", "out-s1-coverage", "out-s2", "out-skipped",
+              "out-s2-layers", "out-s1-acquisitions")(p)
 
 
-@command("inventory", "scan the input folders and write the product, pair and skipped-product tables", _inventory_args)
+@command("inventory", "scan the input folders and write the product, layer, pair and skipped-product tables",
+         _inventory_args)
 def _inventory(a):
     import geopandas as gpd
 
     from cropflow import inventory
     from cropflow.grid import read_aoi
-    from cropflow.plan import s1_inventory
+    from cropflow.plan import inventories
 
-    s1 = s1_inventory({"inputs": {"s1": a.s1, "cache": a.cache}, "s1": a.s1_settings}, read_aoi(a.aoi),
-                      gpd.read_file(a.tiles))
-    scenes, pairs, skipped = s1.scenes, s1.pairs, s1.skipped
-    s2 = inventory.scan_s2(a.s2, a.cache, **inventory.s2_scan_options(a.s2_settings))
-    for skip in s2.attrs.get("skipped", []):
-        log.warning("S2 product %s skipped: %s", skip["product"], skip["reason"])
-    for name, df, out in (("S1 scenes", scenes, a.out_s1), ("S2 products", s2, a.out_s2)):
-        season = inventory.in_season(df, *a.season)
-        log.info("%s: %d found, %d in the season %s..%s", name, len(df), len(season), *a.season)
-        inventory.write_inventory(df.assign(in_season=df.index.isin(season.index)), out)
-    inventory.write_inventory(pairs, a.out_pairs)
-    inventory.write_inventory(skipped, a.out_s1_skipped)
-    inventory.write_inventory(s1.coverage, a.out_s1_coverage)
-    for row in skipped.itertuples():
-        log.warning("S1 product %s skipped: %s", row.scene, row.reason)
+    tiles = gpd.read_file(a.tiles)
+    config = {"inputs": {"s1": a.s1, "s2": a.s2, "cache": a.cache}, "s1": a.s1_settings, "s2": a.s2_settings,
+              "season": {"start": a.season[0], "end": a.season[1]}}
+    inv = inventories(config, read_aoi(a.aoi), tiles, tiles.crs.to_string(), a.resolution)
+    scenes = inv.s1.scenes
+    season = inventory.in_season(scenes, *a.season)
+    log.info("S1 scenes: %d found, %d in the season %s..%s", len(scenes), len(season), *a.season)
+    inventory.write_inventory(scenes.assign(in_season=scenes.index.isin(season.index)), a.out_s1)
+    log.info("S2 products: %d get jobs, in %d same-date layers", len(inv.s2.products), len(inv.s2.layers))
+    inventory.write_inventory(inv.s2.products, a.out_s2)
+    inventory.write_inventory(inv.s2.layers, a.out_s2_layers)
+    inventory.write_inventory(inv.s1_acquisitions, a.out_s1_acquisitions)
+    inventory.write_inventory(inv.s1.pairs, a.out_pairs)
+    inventory.write_inventory(inv.s1.skipped, a.out_s1_skipped)
+    inventory.write_inventory(inv.s1.coverage, a.out_s1_coverage)
+    inventory.write_inventory(inv.skipped, a.out_skipped)
+    for row in inv.skipped.itertuples():
+        log.warning("%s product %s skipped: %s", row.sensor, row.scene, row.reason)
 
 
 def _grid_args(p):
@@ -242,21 +248,63 @@ def _s1_extract(a):
 
 def _s1_pair_args(p):
     _s1_engine_args(p)
-    _required("reference", "secondary", "pair")(p)
+    p.add_argument("--reference", nargs="+", required=True, help="reference slices, one per slice pair")
+    p.add_argument("--secondary", nargs="+", required=True, help="secondary slices, in the order of --reference")
+    p.add_argument("--pair", required=True)
+    p.add_argument("--overlap", default="mean", help="s1.mosaic.overlap: how slice pairs merge where they overlap")
 
 
-@command("s1-pair", "coherence VV/VH of one consecutive same-track SLC pair on the project grid", _s1_pair_args)
+@command("s1-pair", "coherence VV/VH of one consecutive same-track SLC pair on the project grid (all its slice pairs)",
+         _s1_pair_args)
 def _s1_pair(a):
+    import tempfile
+    from pathlib import Path
+
     grid = _load_grid(a.grid)
-    if a.engine == "snap":
-        from cropflow import snap
+    if len(a.reference) != len(a.secondary):
+        raise SystemExit(f"s1-pair {a.pair}: {len(a.reference)} reference and {len(a.secondary)} secondary slices; "
+                         f"give one secondary per reference")
 
-        snap.process_pair(a.reference, a.secondary, a.out, grid, a.settings.get("snap", {}), aoi=_aoi_lonlat(a.aoi))
+    def one(reference: str, secondary: str, out: str) -> None:
+        if a.engine == "snap":
+            from cropflow import snap
+
+            snap.process_pair(reference, secondary, out, grid, a.settings.get("snap", {}), aoi=_aoi_lonlat(a.aoi))
+            return
+        from cropflow.sar.native import NativeOptions, pair_coherence
+
+        pair_coherence(reference, secondary, grid, out, NativeOptions.from_config(a.settings.get("native", {})),
+                       a.pair)
+
+    if len(a.reference) == 1:
+        one(a.reference[0], a.secondary[0], a.out)
         return
-    from cropflow.sar.native import NativeOptions, pair_coherence
+    from cropflow.layers import merge_s1_rasters
 
-    pair_coherence(a.reference, a.secondary, grid, a.out, NativeOptions.from_config(a.settings.get("native", {})),
-                   a.pair)
+    with tempfile.TemporaryDirectory(prefix=f".{a.pair}.", dir=str(Path(a.out).parent)) as tmp:
+        parts = []
+        for i, (ref, sec) in enumerate(zip(a.reference, a.secondary), start=1):
+            log.info("pair %s: slice pair %d/%d %s x %s", a.pair, i, len(a.reference), Path(ref).name, Path(sec).name)
+            parts.append(str(Path(tmp) / f"slice{i}_coh.tif"))
+            one(ref, sec, parts[-1])
+        names = [[Path(r).name.removesuffix(".SAFE"), Path(s).name.removesuffix(".SAFE")]
+                 for r, s in zip(a.reference, a.secondary)]
+        merge_s1_rasters(parts, grid, a.overlap, a.out, tags={"SLICE_PAIRS": json.dumps(names),
+                                                               "SLICES": json.dumps(sorted({n for p in names for n in p}))})
+
+
+def _s1_assemble_args(p):
+    p.add_argument("--slices", nargs="+", required=True, help="per-slice C2 rasters of one acquisition, earliest first")
+    p.add_argument("--overlap", required=True, help="s1.mosaic.overlap: mean | first")
+    _required("acq", "grid", "out")(p)
+
+
+@command("s1-assemble", "one acquisition's C2 from the C2 of its slices (consecutive slices of one pass)",
+         _s1_assemble_args)
+def _s1_assemble(a):
+    from cropflow.layers import merge_s1_rasters
+
+    merge_s1_rasters(a.slices, _load_grid(a.grid), a.overlap, a.out, tags={"ACQUISITION": a.acq})
 
 
 # --- Sentinel-2 -----------------------------------------------------------------------------------------
@@ -316,6 +364,58 @@ def _s2_clouds(a):
     grid = _load_grid(a.grid)
     bounds = tuple(read_aoi(a.aoi).to_crs(grid.crs).total_bounds)
     clouds.s2cloudless_mask(a.l1c, grid, bounds, a.settings, a.out_tif, a.out_json, threads=a.threads)
+
+
+def _s2_layer_args(p):
+    _required("layer", "grid", "tiles", "aoi", "overlap", "out-tif", "out-json")(p)
+    p.add_argument("--products", nargs="+", required=True, help="ingested products (results/s2/<scene>.tif)")
+    p.add_argument("--bands", nargs="+", required=True)
+    p.add_argument("--max-cloud", type=float, required=True)
+    p.add_argument("--min-valid", type=float, default=0.0)
+
+
+@command("s2-layer", "one date's S2 layer from its products (adjacent MGRS tiles of one datatake)", _s2_layer_args)
+def _s2_layer(a):
+    import geopandas as gpd
+    import rasterio.features
+
+    from cropflow.grid import read_aoi
+    from cropflow.layers import merge_s2_layer
+
+    grid = _load_grid(a.grid)
+    aoi = read_aoi(a.aoi).to_crs(grid.crs).union_all()
+    mask = rasterio.features.geometry_mask([aoi], out_shape=grid.shape, transform=grid.transform, invert=True)
+    merge_s2_layer(a.products, grid, mask, gpd.read_file(a.tiles), a.bands, a.overlap, a.max_cloud, a.min_valid,
+                   a.out_tif, a.out_json, layer=a.layer)
+
+
+def _inventory_report_args(p):
+    _required("skipped", "s2-layers-planned", "s1-acquisitions", "out", "out-layers")(p)
+    p.add_argument("--s2", required=True, help="the S2 product table (s2_scenes.csv)")
+    p.add_argument("--s1", required=True, help="the S1 scene table (s1_scenes.csv)")
+    p.add_argument("--layers", nargs="*", default=[], help="S2 layer sidecars (results/s2/layers/<layer>.json)")
+
+
+@command("inventory-report", "every product found, used or skipped with its reason; the S2 layers table",
+         _inventory_report_args)
+def _inventory_report(a):
+    import pandas as pd
+
+    from cropflow import inventory
+    from cropflow.inventory_report import inventory_report, layer_table
+
+    sidecars = []
+    for path in a.layers:
+        with open(path) as f:
+            sidecars.append(json.load(f))
+    report = inventory_report(pd.read_csv(a.s2), pd.read_csv(a.s1), pd.read_csv(a.s1_acquisitions),
+                              pd.read_csv(a.skipped), sidecars)
+    inventory.write_inventory(report, a.out)
+    inventory.write_inventory(layer_table(sidecars), a.out_layers)
+    counts = report.groupby(["sensor", "status"]).size().to_dict()
+    log.info("inventory report: %s", counts)
+    for row in report[report["status"] == "skipped"].itertuples():
+        log.info("%s %s skipped at %s: %s", row.sensor, row.product, row.stage, row.reason)
 
 
 def _s2_selection_args(p):
@@ -437,7 +537,7 @@ def _stack(a):
     from cropflow import stack
 
     layers = {"s1": stack.s1_layers(a.s1, a.bands["s1"]), "coh": stack.coherence_layers(a.coh, a.bands["coh"]),
-              "s2": stack.s2_layers(a.s2, a.bands["s2"])}
+              "s2": stack.s2_layers(a.s2, a.bands["s2"], a.tile)}
     targets = {s: list(np.array(d, dtype="datetime64[D]")) for s, d in a.dates.items()}
     stack.build_cube(layers, a.bands, targets, _tile_grid(a.grid, a.tiles, a.tile), a.tile, a.out,
                      mode=a.mode, gapfill=a.gapfill, knn_k=a.knn_k)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SLC_COLUMNS = ["scene", "platform", "relative_orbit", "pass", "start", "stop", "polarisations", "ipf_version",
                "path", "size", "checksum", "west", "south", "east", "north", "footprint", "burst_ids",
-               "burst_anx_times"]
+               "burst_anx_times", "slice_number", "total_slices"]
 SKIPPED_COLUMNS = ["scene", "path", "reason"]
 SLC_PAIR_COLUMNS = ["pair", "relative_orbit", "pass", "reference", "secondary", "platform_ref", "platform_sec",
                     "start_ref", "start_sec", "days", "bursts"]
@@ -162,6 +162,7 @@ def _read_slc_record(path: Path, kind: str) -> dict:
         "west": float(lon.min()), "south": float(lat.min()), "east": float(lon.max()), "north": float(lat.max()),
         "footprint": shapely.to_wkt(outline, rounding_precision=8),
         "burst_ids": json.dumps(burst_ids), "burst_anx_times": json.dumps({sw: b["anx"] for sw, b in bursts.items()}),
+        "slice_number": meta.get("sliceNumber"), "total_slices": meta.get("totalSlices"),
     }
 
 
@@ -173,7 +174,8 @@ def scan_s1_slc(folder: str | os.PathLike, cache_path: str | os.PathLike) -> tup
     ipf_version, path, size (bytes of the zip or of the folder's files), checksum (sha256 of manifest.safe),
     west/south/east/north and footprint (WKT, EPSG:4326, the manifest's footprint polygon), burst_ids (JSON
     {swath: [ids]}: relative burst ids for IPF >= 3.40, else azimuth-ANX times in s) and burst_anx_times
-    (JSON {swath: [s]}). Skipped (``SKIPPED_COLUMNS``): scene, path, reason, one row per product that could
+    (JSON {swath: [s]}), slice_number and total_slices (manifest ``sliceNumber``/``totalSlices``; empty for a
+    product that is not a slice). Skipped (``SKIPPED_COLUMNS``): scene, path, reason, one row per product that could
     not be read (truncated or corrupt zip, not an IW SLC, inconsistent metadata), each logged as a warning.
     Metadata is read only for entries that are new or changed since the cache ``cache_path`` was written
     (zip: size and mtime; folder: its mtime and manifest.safe size and mtime); skips are cached too.

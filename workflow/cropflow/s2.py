@@ -480,6 +480,21 @@ def scl_valid_mask(scl: np.ndarray, invalid_classes: Iterable[int]) -> np.ndarra
     return ~np.isin(scl, np.asarray(list(invalid_classes)))
 
 
+#: quality codes of band QA of the ingested product (and of the same-date layers, cropflow.layers)
+QA_NODATA, QA_CLEAR, QA_CLOUD, QA_INVALID = 0, 1, 2, 3
+
+
+def qa_codes(scl: np.ndarray, valid: np.ndarray, cloud_classes: Iterable[int]) -> np.ndarray:
+    """Quality code per pixel (float32 for the reflectance raster): 0 no data (SCL 0), 1 clear and valid,
+    2 cloud (SCL in ``cloud_classes``, as counted in the cloud fraction), 3 other invalid (snow, saturated,
+    a band without data, ...)."""
+    qa = np.full(scl.shape, QA_INVALID, dtype=np.float32)
+    qa[np.isin(scl, list(cloud_classes))] = QA_CLOUD
+    qa[valid] = QA_CLEAR
+    qa[scl == 0] = QA_NODATA
+    return qa
+
+
 def cloud_counts(scl: np.ndarray, cloud_classes: Iterable[int], inside: np.ndarray | None = None) -> tuple[int, int]:
     """(cloudy pixels, covered pixels) among the pixels ``inside`` the AOI that the product covers (SCL != 0)."""
     covered = scl != 0
@@ -580,7 +595,8 @@ def ingest_l2a(
     ``invalid_scl`` (or where a band has no data) are set to NaN in every band. ``aoi`` is a geometry in the
     grid CRS, a GeoDataFrame (any CRS), a function ``subgrid -> bool mask``, or None (the whole grid).
 
-    Writes ``out_tif`` (float32 on the whole grid, band descriptions = band names, tags SCENE, DATETIME,
+    Writes ``out_tif`` (float32 on the whole grid, band descriptions = band names, then band ``QA`` with the
+    ``qa_codes`` the same-date layers merge by; tags SCENE, DATETIME,
     MGRS_TILE, ...) and ``out_json`` {scene, datetime, tile, cloud_fraction, valid_fraction, coverage, used,
     reason}: ``coverage`` = share of AOI pixels the product covers (SCL != 0), ``cloud_fraction`` = share of
     ``cloud_scl`` pixels among those (null when none is covered), ``valid_fraction`` = share of AOI pixels
@@ -616,14 +632,16 @@ def ingest_l2a(
     windows = row_windows(grid, window_rows)
     log.info("%s: %d bands onto the %d x %d grid in %d windows (%s)", product.name, len(names), grid.height,
              grid.width, len(windows), ", ".join(f"{b} {methods[b]}" for b in names))
-    with RasterWriter(out_tif, grid, count=len(names), dtype="float32", nodata=float("nan"),
-                      band_names=names, tags=tags) as writer:
+    with RasterWriter(out_tif, grid, count=len(names) + 1, dtype="float32", nodata=float("nan"),
+                      band_names=[*names, "QA"], tags=tags) as writer:
         for i, win in enumerate(windows, start=1):
             sub = _row_grid(grid, win)
             inside = mask_fn(sub)
             n_inside += int(np.count_nonzero(inside))
             if not _overlaps(sub.bounds, footprint):
-                writer.write(np.full((len(names), *sub.shape), np.nan, dtype=np.float32), win)
+                empty = np.full((len(names) + 1, *sub.shape), np.nan, dtype=np.float32)
+                empty[-1] = QA_NODATA
+                writer.write(empty, win)
                 continue
             scl = read_on_grid(scl_path, sub, resampling="nearest", dtype="uint8", nodata=0)[0]
             s2c = (read_on_grid(cloud_mask, sub, bands=[2], resampling="nearest", dtype="uint8", nodata=255)[0]
@@ -640,7 +658,7 @@ def ingest_l2a(
             cloudy, covered = int(np.count_nonzero(covered_px & cloud_px)), int(np.count_nonzero(covered_px))
             n_cloud, n_covered = n_cloud + cloudy, n_covered + covered
             n_valid += int(np.count_nonzero(valid & inside))
-            writer.write(refl, win)
+            writer.write(np.concatenate([refl, qa_codes(scl, valid, clouds)[None]]), win)
             log.info("%s: window %d/%d done", product.name, i, len(windows))
     coverage = n_covered / n_inside if n_inside else 0.0
     cloud = n_cloud / n_covered if n_covered else math.nan

@@ -1,8 +1,9 @@
 """Feature cube per tile: every per-scene product overlapping a tile, on one time axis per input, gaps filled.
 
 Sources are ``s1`` (per-scene C2 features), ``coh`` (per-pair coherence, dated at the secondary
-acquisition) and ``s2`` (per-scene BOA reflectance). Each source's observations are placed at their
-acquisition dates, same-day products are merged (first valid pixel wins), gaps are filled
+acquisition) and ``s2`` (same-date BOA reflectance layers). S1 slices of one pass and S2 MGRS tiles of one
+datatake are already merged into one layer each (``cropflow.layers``); each source's observations are placed
+at their acquisition dates, layers of one day (e.g. two tracks) are merged (first valid pixel wins), gaps are filled
 (``cropflow.gapfill``) and the series is interpolated linearly in time onto the target dates of the
 cube. Target dates are either a regular grid over the season (the default: identical for every tile,
 so a new scene only changes the tiles it touches) or the acquisition dates of the inventory.
@@ -64,14 +65,23 @@ def coherence_layers(paths: Sequence[str], bands: Sequence[str]) -> list[Layer]:
     return layers
 
 
-def s2_layers(paths: Sequence[str], bands: Sequence[str]) -> list[Layer]:
-    """Per-scene S2 reflectance rasters whose sidecar says ``used``; skipped products are logged."""
+def s2_layers(paths: Sequence[str], bands: Sequence[str], tile: str | None = None) -> list[Layer]:
+    """S2 rasters (same-date layers, ``cropflow.layers``, or single products) whose sidecar says ``used``.
+
+    A layer sidecar also decides per project tile (``tiles[tile]["used"]``, from ``s2.min_valid_fraction``):
+    a layer not used for ``tile`` is left out of that tile's cube. Every left-out raster is logged.
+    """
     layers = []
     for p in paths:
         with open(os.path.splitext(p)[0] + ".json") as f:
             meta = json.load(f)
+        name = meta.get("layer") or meta.get("scene", p)
         if not meta.get("used", False):
-            log.info("S2 %s not stacked: %s", meta.get("scene", p), meta.get("reason", "not used"))
+            log.info("S2 %s not stacked: %s", name, meta.get("reason", "not used"))
+            continue
+        per_tile = meta.get("tiles", {}).get(tile) if tile is not None else None
+        if per_tile is not None and not per_tile.get("used", True):
+            log.info("S2 %s not stacked for tile %s: %s", name, tile, per_tile.get("reason"))
             continue
         layers.append(Layer("s2", _day(meta["datetime"]), str(p), tuple(bands)))
     return layers

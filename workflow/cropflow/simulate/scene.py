@@ -76,6 +76,7 @@ from cropflow.simulate.slc import (
     dem_sampler,
     load_template,
     place_track,
+    split_slices,
     simulate_dem,
     write_track,
 )
@@ -131,9 +132,15 @@ def mgrs_tile(lon: float, lat: float) -> str:
     three zones), row letter from the northing (20 letters, offset by 5 in even zones).
     """
     zone = int((lon + 180.0) // 6.0) % 60 + 1
-    band = _MGRS_LAT_BANDS[min(int((lat + 80.0) // 8.0), len(_MGRS_LAT_BANDS) - 1)]
     crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
     x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    return mgrs_square(zone, lat, x, y)
+
+
+def mgrs_square(zone: int, lat: float, x: float, y: float) -> str:
+    """MGRS 100 km square id of UTM ``zone`` easting/northing (``lat`` gives the latitude band): squares
+    west of the zone's central meridian keep the zone's number, as the Sentinel-2 tiles of that zone do."""
+    band = _MGRS_LAT_BANDS[min(int((lat + 80.0) // 8.0), len(_MGRS_LAT_BANDS) - 1)]
     col = _MGRS_COL_SETS[(zone - 1) % 3][int(x // 100000) - 1]
     row = _MGRS_ROW_LETTERS[(int(y // 100000) + (5 if zone % 2 == 0 else 0)) % 20]
     return f"{zone:02d}{band}{col}{row}"
@@ -336,6 +343,43 @@ def s2_grid_for(aoi: gpd.GeoDataFrame, margin: float) -> tuple[ProjectGrid, str]
     return ProjectGrid(crs, 10.0, bounds), mgrs_tile(centre.x, centre.y)
 
 
+#: Sentinel-2 tiles are 109.8 km squares whose upper-left corner is the MGRS 100 km square's, so a tile
+#: overlaps its east and south neighbours by 9.8 km (ESA's tiling grid)
+S2_TILE_SIZE = 109800.0
+
+
+def s2_tile_extent(column: int, row: int) -> tuple[float, float, float, float]:
+    """Bounds (UTM metres) of the S2 tile of the MGRS 100 km square (easting // 100 km, northing // 100 km):
+    west and north edges on the square's, 109.8 km wide and tall."""
+    left, top = column * 100000.0, (row + 1) * 100000.0
+    return left, top - S2_TILE_SIZE, left + S2_TILE_SIZE, top
+
+
+def s2_tiles_for(s2_grid: ProjectGrid) -> list[tuple[str, ProjectGrid]]:
+    """The MGRS tiles (same UTM zone) whose extent meets ``s2_grid`` and each one's part of it (a 10 m grid
+    on the same 60 m lattice), west to east then north to south. Adjacent tiles overlap by 9.8 km, so a grid
+    that crosses a tile edge gets several products whose overlap holds the same pixels."""
+    left, bottom, right, top = s2_grid.bounds
+    to_lonlat = pyproj.Transformer.from_crs(s2_grid.crs, "EPSG:4326", always_xy=True)
+    zone = pyproj.CRS.from_user_input(s2_grid.crs).utm_zone
+    if zone is None:
+        raise ValueError(f"S2 grid CRS {s2_grid.crs} is not a UTM zone: Sentinel-2 tiles are in UTM")
+    zone = int(zone[:-1])
+    out = []
+    for column in range(int(left // 100000) - 1, int(right // 100000) + 1):
+        for row in range(int(top // 100000) + 1, int(bottom // 100000) - 2, -1):
+            x0, y0, x1, y1 = s2_tile_extent(column, row)
+            # inside the tile, on the grid's 60 m lattice (tile edges such as x 309 800 are not on it)
+            part = (max(60.0 * np.ceil(x0 / 60.0), left), max(60.0 * np.ceil(y0 / 60.0), bottom),
+                    min(60.0 * np.floor(x1 / 60.0), right), min(60.0 * np.floor(y1 / 60.0), top))
+            if part[0] >= part[2] or part[1] >= part[3]:
+                continue
+            _, lat = to_lonlat.transform(column * 100000.0 + 50000.0, row * 100000.0 + 50000.0)
+            out.append((mgrs_square(zone, lat, column * 100000.0 + 50000.0, row * 100000.0 + 50000.0),
+                        ProjectGrid(s2_grid.crs, s2_grid.resolution, part)))
+    return sorted(out, key=lambda t: (t[1].bounds[0], -t[1].bounds[3]))
+
+
 # ---------------------------------------------------------------------------------------------- Sentinel-2
 
 def simulate_s2_bands(world: World, doy: float, wetness: float, rng: np.random.Generator
@@ -388,12 +432,23 @@ def toa_from_boa(boa: Mapping[str, np.ndarray], opacity20: np.ndarray) -> dict[s
     return out
 
 
+def _cut(data: np.ndarray, union: ProjectGrid, part: ProjectGrid, pixel: float) -> np.ndarray:
+    """The window of ``part`` in an array on ``union`` at ``pixel`` metres."""
+    r0 = int(round((union.bounds[3] - part.bounds[3]) / pixel))
+    c0 = int(round((part.bounds[0] - union.bounds[0]) / pixel))
+    h = int(round((part.bounds[3] - part.bounds[1]) / pixel))
+    w = int(round((part.bounds[2] - part.bounds[0]) / pixel))
+    return data[r0:r0 + h, c0:c0 + w]
+
+
 def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: datetime, platform: str,
-                        tile: str, cover: float, weather_wetness: float, seed: int, zip_product: bool,
-                        level: str = "l2a") -> dict[str, object]:
-    """Simulate and write one acquisition as an L2A product, an L1C product (``toa_from_boa``) or both
-    (``level`` l2a | l1c | both; the L1C and L2A of one date see the same ground and clouds); returns its
-    summary (name(s), date, cloud fraction over the AOI)."""
+                        tiles: Sequence[tuple[str, ProjectGrid]], cover: float, weather_wetness: float, seed: int,
+                        zip_product: bool, level: str = "l2a") -> list[dict[str, object]]:
+    """Simulate one datatake on the S2 grid and write, per MGRS tile it meets (the tile's part of the grid,
+    identical pixels in the tiles' overlap, one sensing time and orbit), an L2A product, an L1C product
+    (``toa_from_boa``) or both (``level`` l2a | l1c | both; the L1C and L2A of one date see the same ground and
+    clouds); returns one summary per tile (name(s), tile, date, cloud fraction over the AOI of the date and of
+    the tile's part)."""
     if level not in S2_LEVELS:
         raise ValueError(f"s2_level {level!r}: give one of {', '.join(S2_LEVELS)}")
     key = f"{sensing:%Y%m%dT%H%M%S}"
@@ -417,22 +472,32 @@ def simulate_s2_product(folder: Path, world: World, aoi20: np.ndarray, sensing: 
             value = np.where(s, bands[band] * _SHADOW[b], bands[band])
             bands[band] = (value * (1.0 - a) + a * _CLOUD[b] * brightness).astype(np.float32)
     scl = np.where(codes > 0, codes, scl).astype(np.uint8)
-    common = {"platform": platform, "sensing_time": sensing, "mgrs_tile": tile, "relative_orbit": S2_RELATIVE_ORBIT,
-              "baseline": S2_BASELINE, "grid10": world.s2_grid, "zip": zip_product}
-    names = []
-    if level in ("l2a", "both"):
-        names.append(write_l2a(folder, reflectance=bands, scl=scl, **common).name)
-    if level in ("l1c", "both"):
-        percent = 100.0 * float(np.isin(scl[scl > 0], (8, 9, 10)).mean()) if (scl > 0).any() else 0.0
-        names.append(write_l1c(folder, toa=toa_from_boa(bands, opacity20), cloud_cover=percent, **common).name)
     fraction = float(np.isin(scl[aoi20], CLOUD_SCL).mean())
-    logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f)", ", ".join(names), fraction, cover)
-    summary: dict[str, object] = {"product": names[0], "platform": platform,
-                                  "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
-                                  "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover}
-    if len(names) > 1:
-        summary["products"] = names
-    return summary
+    out = []
+    for tile, part in tiles:
+        scl_part, aoi_part = _cut(scl, world.s2_grid, part, 20.0), _cut(aoi20, world.s2_grid, part, 20.0)
+        refl = {b: _cut(v, world.s2_grid, part, 10.0 if b in _BANDS_10M else 20.0) for b, v in bands.items()}
+        common = {"platform": platform, "sensing_time": sensing, "mgrs_tile": tile,
+                  "relative_orbit": S2_RELATIVE_ORBIT, "baseline": S2_BASELINE, "grid10": part, "zip": zip_product}
+        names = []
+        if level in ("l2a", "both"):
+            names.append(write_l2a(folder, reflectance=refl, scl=scl_part, **common).name)
+        if level in ("l1c", "both"):
+            valid = scl_part > 0
+            percent = 100.0 * float(np.isin(scl_part[valid], (8, 9, 10)).mean()) if valid.any() else 0.0
+            toa = toa_from_boa(refl, _cut(opacity20, world.s2_grid, part, 20.0))
+            names.append(write_l1c(folder, toa=toa, cloud_cover=percent, **common).name)
+        in_part = float(np.isin(scl_part[aoi_part], CLOUD_SCL).mean()) if aoi_part.any() else None
+        logger.info("S2 %s: cloud cover over the AOI %.3f (target %.3f), over its part %s", ", ".join(names),
+                    fraction, cover, "n/a" if in_part is None else f"{in_part:.3f}")
+        summary: dict[str, object] = {"product": names[0], "platform": platform, "mgrs_tile": tile,
+                                      "sensing_time": sensing.isoformat().replace("+00:00", "Z"),
+                                      "cloud_fraction_aoi": round(fraction, 5), "target_cloud_fraction": cover,
+                                      "cloud_fraction_tile_aoi": None if in_part is None else round(in_part, 5)}
+        if len(names) > 1:
+            summary["products"] = names
+        out.append(summary)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -487,6 +552,7 @@ def simulate(
     s2_zip: bool = False,
     s2_level: str = "l2a",
     s1_format: str = "slc",
+    s1_slices: int = 1,
     landscape: LandscapeParams | None = None,
 ) -> dict:
     """Simulate the demo inputs over an AOI into ``out_dir`` and return the summary (also ``truth.json``).
@@ -499,10 +565,17 @@ def simulate(
     looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates (both for
     ``s1_format`` "seam": C2 and coherence products on the project grid; "slc": IW SLC SAFE zips, with the
     DEM ``dem.tif`` they were simulated on). ``s2_level`` is the Sentinel-2 processing level written per date:
-    "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both".
+    "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both". ``s1_slices`` (1 or 2,
+    "slc" only) splits every pass into that many consecutive slices of one datatake, the boundary crossing the
+    AOI. Sentinel-2 products are written per MGRS tile: an AOI across a tile edge gets one product per tile and
+    date, identical in the tiles' overlap.
     """
     if s2_level not in S2_LEVELS:
         raise ValueError(f"s2_level {s2_level!r}: give one of {', '.join(S2_LEVELS)}")
+    if int(s1_slices) not in (1, 2):
+        raise ValueError(f"s1_slices {s1_slices}: give 1 or 2 (slices per Sentinel-1 pass)")
+    if int(s1_slices) > 1 and s1_format != "slc":
+        raise ValueError(f"s1_slices {s1_slices} needs s1_format: slc (seam products are written per pass)")
     if s1_format not in ("slc", "seam"):
         raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
@@ -528,8 +601,10 @@ def simulate(
     pairs = plan_pairs(scenes)
 
     grid = project_grid(aoi, crs, resolution)
-    s2_grid, tile = s2_grid_for(aoi, s2_margin)
-    logger.info("simulating %s: grid %d x %d (%s, %g m), S2 tile %s, seed %d", aoi_path, grid.width, grid.height,
+    s2_grid, _ = s2_grid_for(aoi, s2_margin)
+    s2_tiles = s2_tiles_for(s2_grid)
+    tile = ",".join(t for t, _ in s2_tiles)
+    logger.info("simulating %s: grid %d x %d (%s, %g m), S2 tiles %s, seed %d", aoi_path, grid.width, grid.height,
                 grid.crs, grid.resolution, tile, seed)
     world = build_world(aoi, grid, s2_grid, seed, landscape or LandscapeParams())
     weather = simulate_weather(year, product_rng(seed, "weather", str(year)))
@@ -557,15 +632,19 @@ def simulate(
     s2_summary = []
     for (sensing, platform), c in zip(s2_plan, cover):
         doy = sensing.timetuple().tm_yday
-        s2_summary.append(simulate_s2_product(out / "s2", world, aoi20, sensing, platform, tile, float(c),
-                                              weather.wetness_on(doy), seed, s2_zip, s2_level))
+        s2_summary += simulate_s2_product(out / "s2", world, aoi20, sensing, platform, s2_tiles, float(c),
+                                          weather.wetness_on(doy), seed, s2_zip, s2_level)
 
     # Sentinel-1
     land = radar_landscape(world, weather, seed)
     (out / "s1").mkdir(parents=True, exist_ok=True)
     if s1_format == "slc":
-        scenes = simulate_slc(out, grid, land, scenes, seed)
-        pairs = plan_pairs(scenes)
+        scenes = simulate_slc(out, grid, land, scenes, seed, int(s1_slices))
+        # pairs of the passes (named by their first slice; each pair joins every slice pair of the two passes)
+        firsts: dict[tuple[int, str], RadarScene] = {}
+        for s in scenes:
+            firsts.setdefault((s.relative_orbit, f"{s.start:%Y%m%d}"), s)
+        pairs = plan_pairs(list(firsts.values()))
         written = {f"{s.name}.zip" for s in scenes}
     else:
         for i, scene in enumerate(scenes, start=1):
@@ -584,7 +663,7 @@ def simulate(
                            folder, len(stale), stale[0])
 
     summary = _summary(world, truth, inside, legend, n_labelled, labels, aoi_geom, scenes, pairs, s2_summary,
-                       seed=seed, year=year, season=season, tile=tile)
+                       seed=seed, year=year, season=season, s2_tiles=[t for t, _ in s2_tiles])
     with atomic_path(out / "truth.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
@@ -596,10 +675,11 @@ def radar_landscape(world: World, weather: Weather, seed: int) -> RadarLandscape
                           radar=draw_radar_traits(world.traits, product_rng(seed, "radar-traits")), weather=weather)
 
 
-def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Sequence[RadarScene], seed: int
-                 ) -> list[RadarScene]:
+def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Sequence[RadarScene], seed: int,
+                 slices: int = 1) -> list[RadarScene]:
     """Write ``dem.tif`` and the IW SLC zips of ``scenes`` into ``out/s1``; return the scenes as written
-    (product names and times from their bursts, incidence at the AOI centre)."""
+    (product names and times from their bursts, incidence at the AOI centre). With ``slices`` 2 each pass is
+    written as two consecutive slices of one datatake (slice numbers 7 and 8), split across the AOI."""
     x0, y0, x1, y1 = grid.bounds
     margin = 5000.0
     heights, dem_grid = simulate_dem((x0 - margin, y0 - margin, x1 + margin, y1 + margin), grid.crs,
@@ -614,9 +694,13 @@ def simulate_slc(out: Path, grid: ProjectGrid, land: RadarLandscape, scenes: Seq
         template = load_template(TEMPLATE, tmp)
         for track in sorted({s.relative_orbit for s in scenes}):
             track_scenes = [s for s in scenes if s.relative_orbit == track]
-            geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds)
-            written += write_track(out / "s1", template, geometry, track_scenes, land, grid,
-                                   lambda swath, name, k: entropy(seed, "slc", name, swath, str(k)))
+            geometry = place_track(template, track, track_scenes[0].incidence, lon, lat, grid, height, grid.bounds,
+                                   at_burst_edge=slices > 1)
+            parts = split_slices(geometry, height, grid, slices)
+            for number, part in enumerate(parts, start=7):
+                written += write_track(out / "s1", template, part, track_scenes, land, grid,
+                                       lambda swath, name, k: entropy(seed, "slc", name, swath, str(k)),
+                                       slice_number=number if len(parts) > 1 else None)
     return sorted(written, key=lambda s: s.start)
 
 

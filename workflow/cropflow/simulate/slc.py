@@ -254,10 +254,12 @@ def _forward(interp: OrbitInterpolator, ann: SwathAnnotation, lines: np.ndarray,
 
 
 def place_track(template: Template, relative_orbit: int, incidence: float, lon: float, lat: float,
-                grid: ProjectGrid, height: Callable, aoi_bounds: tuple[float, float, float, float]
-                ) -> TrackGeometry:
+                grid: ProjectGrid, height: Callable, aoi_bounds: tuple[float, float, float, float],
+                at_burst_edge: bool = False) -> TrackGeometry:
     """Move the template acquisition so that it images (lon, lat) at ``incidence`` (clamped to IW1-IW2) from
-    its mid burst, and find the bursts and samples of each sub-swath that see the AOI bounds (grid CRS)."""
+    its mid burst (its centre line, or with ``at_burst_edge`` its first line, so that a slice boundary
+    between bursts can cross (lon, lat)), and find the bursts and samples of each sub-swath that see the AOI
+    bounds (grid CRS)."""
     near = min(s.incidence[0] for s in template.swaths.values()) + _INCIDENCE_MARGIN
     far = max(s.incidence[1] for s in template.swaths.values()) - _INCIDENCE_MARGIN
     inc = min(max(incidence, near), far)
@@ -272,7 +274,7 @@ def place_track(template: Template, relative_orbit: int, incidence: float, lon: 
     slant = SPEED_OF_LIGHT / 2 * tau
     interp = OrbitInterpolator(template.orbit)
     mid_burst = len(sw.ann.bursts) // 2
-    mid_line = sw.ann.bursts[mid_burst].first_line + sw.ann.lines_per_burst // 2
+    mid_line = sw.ann.bursts[mid_burst].first_line + (0 if at_burst_edge else sw.ann.lines_per_burst // 2)
     t_c = float(_line_seconds(interp, sw.ann, np.array([mid_line]))[0])
     lo, hi = interp.start + 1.0, interp.stop - 1.0
 
@@ -548,9 +550,12 @@ def sigma_lut(calibration: ET.Element, lines: np.ndarray, n_samples: int) -> np.
 
 
 def manifest_text(template: Template, scene: RadarScene, timing: ProductTiming, footprint: np.ndarray,
-                  stems: dict[str, str], anx: np.datetime64) -> str:
-    """The template manifest for the simulated product: times, orbit numbers, platform, footprint, file names."""
+                  stems: dict[str, str], anx: np.datetime64, slice_number: int | None = None) -> str:
+    """The template manifest for the simulated product: times, orbit numbers, platform, footprint, file names,
+    and ``slice_number`` (``s1sarl1:sliceNumber``; None keeps the template's)."""
     text = template.manifest
+    if slice_number is not None:
+        text = re.sub(r"(<s1sarl1:sliceNumber>)\d+", rf"\g<1>{slice_number}", text)
     stop = scene.stop
     text = re.sub(r"<safe:startTime>[^<]+", f"<safe:startTime>{scene.start:%Y-%m-%dT%H:%M:%S.%f}", text)
     text = re.sub(r"<safe:stopTime>[^<]+", f"<safe:stopTime>{stop:%Y-%m-%dT%H:%M:%S.%f}", text)
@@ -680,6 +685,7 @@ class _Product:
     calibrations: dict[tuple[str, str], ET.Element]
     writers: dict[tuple[str, str], rasterio.io.DatasetWriter]
     files: list[Path]
+    slice_number: int | None = None
 
 
 def _gcps(ann: ET.Element) -> list[GroundControlPoint]:
@@ -756,7 +762,7 @@ def _finish_product(product: _Product, template: Template, geometry: TrackGeomet
     anx = np.datetime64(template.swaths[next(iter(geometry.swaths))].ann.bursts[0].azimuth_time, "ns") \
         + product.timing.shift - np.timedelta64(int(round(
             template.swaths[next(iter(geometry.swaths))].ann.bursts[0].azimuth_anx_time * 1e9)), "ns")
-    manifest = manifest_text(template, product.scene, product.timing, footprint, stems, anx)
+    manifest = manifest_text(template, product.scene, product.timing, footprint, stems, anx, product.slice_number)
     checksums = {str(f.relative_to(safe)): hashlib.md5(f.read_bytes()).hexdigest() for f in product.files}
     (safe / "manifest.safe").write_text(_set_checksums(manifest, checksums))
     support = template.folder / "support"
@@ -790,18 +796,53 @@ def _footprint(product: _Product) -> np.ndarray:
     return np.array([pick(last, False), pick(last, True), pick(first, True), pick(first, False)])
 
 
+def split_slices(geometry: TrackGeometry, height: Callable, grid: ProjectGrid, n: int = 2) -> list[TrackGeometry]:
+    """The track's extent as ``n`` (1 or 2) consecutive slices of one datatake: the burst boundary of the first
+    sub-swath nearest the grid's centre splits it, and the bursts of every sub-swath that start before that
+    time go to the first slice, the others to the second, so the slice boundary is an across-track line at
+    one azimuth time through the AOI (place the track ``at_burst_edge`` to put it through the centre)."""
+    if n == 1:
+        return [geometry]
+    if n != 2:
+        raise ValueError(f"s1_slices {n}: give 1 or 2")
+    interp = OrbitInterpolator(geometry.orbit)
+    first = geometry.swaths[sorted(geometry.swaths)[0]]
+    if first.bursts[1] - first.bursts[0] < 2:
+        raise ValueError(f"relative orbit {geometry.relative_orbit}: the AOI is seen by one burst; it cannot be "
+                         f"split into two slices")
+    lpb = first.template.ann.lines_per_burst
+    cx, cy = 0.5 * (grid.bounds[0] + grid.bounds[2]), 0.5 * (grid.bounds[1] + grid.bounds[3])
+    x_line, y_line = first.lattice_xy[0].mean(axis=1), first.lattice_xy[1].mean(axis=1)
+    edges = list(range(first.bursts[0] + 1, first.bursts[1]))
+    distance = [math.hypot(np.interp((k - first.bursts[0]) * lpb, first.lattice_lines, x_line) - cx,
+                           np.interp((k - first.bursts[0]) * lpb, first.lattice_lines, y_line) - cy) for k in edges]
+    b_mid = edges[int(np.argmin(distance))]
+    t_split = first.template.ann.bursts[b_mid].azimuth_time
+    parts: list[dict[str, SwathExtent]] = [{}, {}]
+    for name, ext in sorted(geometry.swaths.items()):
+        bursts = ext.template.ann.bursts
+        cut = next((k for k in range(ext.bursts[0], ext.bursts[1]) if bursts[k].azimuth_time >= t_split - np.timedelta64(
+            int(1e9), "ns")), ext.bursts[1])
+        for i, span in enumerate(((ext.bursts[0], cut), (cut, ext.bursts[1]))):
+            if span[1] > span[0]:
+                parts[i][name] = swath_extent(ext.template, span, ext.samples, interp, height, grid)
+    return [replace(geometry, swaths=p) for p in parts if p]
+
+
 def write_track(out: str | Path, template: Template, geometry: TrackGeometry, scenes: Sequence[RadarScene],
-                land: RadarLandscape, grid: ProjectGrid, seed_keys: Callable[[str, str, int], list[int]]
-                ) -> list[RadarScene]:
+                land: RadarLandscape, grid: ProjectGrid, seed_keys: Callable[[str, str, int], list[int]],
+                slice_number: int | None = None) -> list[RadarScene]:
     """Write the SLC zips of one track's dates (in time order): burst by burst, the AR(1) fields carried
-    from date to date. Returns the scenes with their product names, times and incidence."""
+    from date to date. Returns the scenes with their product names, times and incidence. ``slice_number``
+    is written into the manifests (one slice of a sliced pass; None keeps the template's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref = next(iter(geometry.swaths.values())).template
     mid_burst = len(ref.ann.bursts) // 2
     crossing = ref.ann.line_azimuth_time(np.array([ref.ann.bursts[mid_burst].first_line
                                                    + ref.ann.lines_per_burst // 2]))[0]
-    products = [_open_product(out, template, geometry, s, crossing) for s in sorted(scenes, key=lambda s: s.start)]
+    products = [replace(_open_product(out, template, geometry, s, crossing), slice_number=slice_number)
+                for s in sorted(scenes, key=lambda s: s.start)]
     try:
         for swath, ext in geometry.swaths.items():
             lpb = ext.template.ann.lines_per_burst
