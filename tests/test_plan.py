@@ -187,12 +187,14 @@ def test_l1c_is_planned_with_its_level_and_the_prefer_switch(tmp_path, config):
     cfg = variant(config, inputs__s2=str(s2), inputs__cache=str(tmp_path / "cache.json"))
     plan = build_plan(cfg)
     assert plan.s2_scenes[["scene", "level"]].values.tolist() == [[l1c, "L1C"]]
-    assert [t for t in TILES if plan.tile_inputs[t]["s2"] == [l1c]] == [S2_TILE]
+    layer = plan.s2_scenes["layer"].iloc[0]
+    assert layer_products(plan, layer) == [l1c]
+    assert [t for t in TILES if plan.tile_inputs[t]["s2"] == [layer]] == [S2_TILE]
     l2a = make_l2a(s2, grid=grid60, sensing_time=when).name.removesuffix(".SAFE")
     assert build_plan(cfg).s2_scenes["scene"].tolist() == [l2a]
     by_l1c = build_plan(variant(cfg, s2={"prefer": "l1c"}))
     assert by_l1c.s2_scenes["scene"].tolist() == [l1c]
-    assert by_l1c.s2_scenes.attrs["skipped"][0]["product"] == l2a
+    assert by_l1c.skipped.set_index("scene").loc[l2a, "sensor"] == "S2"
 def test_product_missing_the_aoi_gets_no_job_and_is_listed(config, setup):
     plan = build_plan(config)
     away = setup["away"].name.removesuffix(".SAFE")
@@ -217,8 +219,8 @@ def test_inventory_drops_recorded_by_scan_s2_are_listed(config, setup, monkeypat
 
     scan = inventory.scan_s2
 
-    def with_drops(folder, cache):
-        df = scan(folder, cache)
+    def with_drops(folder, cache, **options):
+        df = scan(folder, cache, **options)
         df.attrs["skipped"] = [{"product": "S2A_MSIL2A_20230512T023551_N0400_R089_T52UCU_20230512T040000",
                                 "reason": "processing baseline 04.00 is older than 05.09"}]
         return df

@@ -402,7 +402,8 @@ def test_demo_aoi_straddles_two_mgrs_tiles():
     assert (right - left, top - bottom) == (20000.0, 20000.0)
     tiles = dict(s2_tiles_for(s2_grid_for(aoi, 1000.0)[0]))
     assert sorted(tiles) == ["52UBU", "52UCU"]
-    assert tiles["52UBU"].bounds[2] == 309800.0 and tiles["52UCU"].bounds[0] == 300000.0
+    # each tile's part lies on the 60 m lattice inside the tile (52UBU ends at x 309 800 m)
+    assert tiles["52UBU"].bounds[2] == 309780.0 and tiles["52UCU"].bounds[0] == 300000.0
     assert tiles["52UBU"].bounds[0] < left < 300000.0 and 309800.0 < right < tiles["52UCU"].bounds[2]
 
 
@@ -415,10 +416,12 @@ def edge_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("sim_edge")
     aoi = _aoi(out / "aoi.geojson", EDGE)
     return out, simulate(aoi, out / "data", **{**OPTIONS, "s2_margin": 120.0}, seed=3, s2_dates=2, cloudy=[0.0, 0.05],
-                         s1_orbits=(32,))
+                         s1_orbits=(32,), s2_level="both")
 
 
 def test_adjacent_tile_products_are_identical_in_their_overlap(edge_run):
+    from cropflow.s2 import validate_l1c
+
     out, summary = edge_run
     products = summary["s2_products"]
     assert len(products) == 4 and [p["mgrs_tile"] for p in products] == ["52UBU", "52UCU"] * 2
@@ -428,9 +431,11 @@ def test_adjacent_tile_products_are_identical_in_their_overlap(edge_run):
         wsafe, esafe = out / "data" / "s2" / west["product"], out / "data" / "s2" / east["product"]
         assert west["product"].split("_")[:5] == east["product"].split("_")[:5]   # one datatake: time, orbit
         with rasterio.open(_band(wsafe, "B04")) as w, rasterio.open(_band(esafe, "B04")) as e:
-            assert w.bounds.right == 309800.0 and e.bounds.left == 300000.0
+            assert w.bounds.right == 309780.0 and e.bounds.left == 300000.0  # on the 60 m lattice
             assert w.bounds.left < EDGE[0] and e.bounds.right > EDGE[2]
-            overlap = (300000.0, max(w.bounds.bottom, e.bounds.bottom), 309800.0, min(w.bounds.top, e.bounds.top))
+            overlap = (300000.0, max(w.bounds.bottom, e.bounds.bottom), 309780.0, min(w.bounds.top, e.bounds.top))
             a = w.read(1, window=rasterio.windows.from_bounds(*overlap, transform=w.transform))
             b = e.read(1, window=rasterio.windows.from_bounds(*overlap, transform=e.transform))
         assert a.shape == b.shape and a.size > 0 and (a == b).all()
+        for product in (west, east):  # and an L1C of each tile's part (every band on its native grid)
+            assert validate_l1c(out / "data" / "s2" / product["products"][1]).mgrs_tile == product["mgrs_tile"]
