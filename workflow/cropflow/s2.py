@@ -245,6 +245,19 @@ def _xml_text(root: ET.Element, name: str, source: str) -> str:
                      f"the product")
 
 
+def _band_offsets(root: ET.Element, tag: str, where: str) -> dict[str, float]:
+    """The per-band radiometric offsets of a product's metadata (``tag`` BOA_ADD_OFFSET in L2A,
+    RADIO_ADD_OFFSET in L1C, by band_id); 0 for every band of baselines before 04.00, which have none."""
+    offsets = {b: 0.0 for b in BAND_IDS}
+    for el in root.iter():
+        if local_name(el.tag) == tag:
+            try:
+                offsets[BAND_IDS[int(el.attrib["band_id"])]] = float(el.text or 0)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"{where}: malformed {tag} {el.attrib} ({err}); re-download the product") from err
+    return offsets
+
+
 def open_l2a(path: str | os.PathLike) -> L2AProduct:
     """Open an L2A product (``.SAFE`` folder or ``.zip``) and read MTD_MSIL2A.xml (elements matched by local name).
 
@@ -263,14 +276,7 @@ def open_l2a(path: str | os.PathLike) -> L2AProduct:
     start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start.astimezone(timezone.utc)
     spacecraft = _xml_text(root, "SPACECRAFT_NAME", where)
     platform = "S2" + spacecraft.strip()[-1].upper()
-    offsets = {b: 0.0 for b in BAND_IDS}  # baselines before 04.00 have no offset
-    for el in root.iter():
-        if local_name(el.tag) == "BOA_ADD_OFFSET":
-            try:
-                offsets[BAND_IDS[int(el.attrib["band_id"])]] = float(el.text or 0)
-            except (KeyError, IndexError, ValueError) as err:
-                raise ValueError(f"{where}: malformed BOA_ADD_OFFSET {el.attrib} ({err}); re-download the "
-                                 f"product") from err
+    offsets = _band_offsets(root, "BOA_ADD_OFFSET", where)
     members: dict[str, str] = {}
     for el in root.iter():
         if local_name(el.tag) != "IMAGE_FILE" or not el.text:
@@ -402,14 +408,7 @@ def open_l1c(path: str | os.PathLike) -> L1CProduct:
         root = ET.fromstring(raw)
     except ET.ParseError as err:
         raise ValueError(f"{where} is not valid XML ({err}): re-download the product") from err
-    offsets = {b: 0.0 for b in BAND_IDS}  # baselines before 04.00 have no offset
-    for el in root.iter():
-        if local_name(el.tag) == "RADIO_ADD_OFFSET":
-            try:
-                offsets[BAND_IDS[int(el.attrib["band_id"])]] = float(el.text or 0)
-            except (KeyError, IndexError, ValueError) as err:
-                raise ValueError(f"{where}: malformed RADIO_ADD_OFFSET {el.attrib} ({err}); re-download the "
-                                 f"product") from err
+    offsets = _band_offsets(root, "RADIO_ADD_OFFSET", where)
     members: dict[str, str] = {}
     for el in root.iter():
         if local_name(el.tag) != "IMAGE_FILE" or not el.text:

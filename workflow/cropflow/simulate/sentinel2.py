@@ -115,20 +115,23 @@ def _iso(t: datetime) -> str:
     return _utc(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{_utc(t).microsecond // 1000:03d}Z"
 
 
-def _product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
-                 relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
-                 scl: np.ndarray) -> bytes:
-    ET.register_namespace("n1", L2A_NAMESPACE)
-    n1 = f"{{{L2A_NAMESPACE}}}"
-    root = ET.Element(f"{n1}Level-2A_User_Product",
-                      {"{http://www.w3.org/2001/XMLSchema-instance}schemaLocation": f"{L2A_NAMESPACE}"})
+def _user_product(namespace: str, level: str, *, name: str, platform: str, sensing: datetime,
+                  generation: datetime, baseline: str, relative_orbit: int, absolute_orbit: int, granule: str,
+                  image_files: list[str]) -> tuple[ET.Element, ET.Element, ET.Element]:
+    """The parts an MTD_MSIL1C.xml and an MTD_MSIL2A.xml share (``level`` "1C" or "2A"): the root, its
+    General_Info with Product_Info (times, URI, level, type, baseline, datatake, granule list) and the
+    Product_Image_Characteristics begun with the special values; returns (root, General_Info, characteristics)."""
+    ET.register_namespace("n1", namespace)
+    n1 = f"{{{namespace}}}"
+    root = ET.Element(f"{n1}Level-{level}_User_Product",
+                      {"{http://www.w3.org/2001/XMLSchema-instance}schemaLocation": f"{namespace}"})
     general = _sub(root, f"{n1}General_Info")
     info = _sub(general, "Product_Info")
     _sub(info, "PRODUCT_START_TIME", _iso(sensing))
     _sub(info, "PRODUCT_STOP_TIME", _iso(sensing + timedelta(seconds=5)))
     _sub(info, "PRODUCT_URI", f"{name}.SAFE")
-    _sub(info, "PROCESSING_LEVEL", "Level-2A")
-    _sub(info, "PRODUCT_TYPE", "S2MSI2A")
+    _sub(info, "PROCESSING_LEVEL", f"Level-{level}")
+    _sub(info, "PRODUCT_TYPE", f"S2MSI{level}")
     _sub(info, "PROCESSING_BASELINE", baseline)
     _sub(info, "GENERATION_TIME", _iso(generation))
     datatake = _sub(info, "Datatake",
@@ -150,6 +153,16 @@ def _product_xml(*, name: str, platform: str, sensing: datetime, generation: dat
         special = _sub(chars, "Special_Values")
         _sub(special, "SPECIAL_VALUE_TEXT", text)
         _sub(special, "SPECIAL_VALUE_INDEX", index)
+    return root, general, chars
+
+
+def _product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
+                 relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
+                 scl: np.ndarray) -> bytes:
+    root, general, chars = _user_product(L2A_NAMESPACE, "2A", name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
+                                         relative_orbit=relative_orbit, absolute_orbit=absolute_orbit, granule=granule,
+                                         image_files=image_files)
+    n1 = f"{{{L2A_NAMESPACE}}}"
     quant = _sub(chars, "QUANTIFICATION_VALUES_LIST")
     _sub(quant, "BOA_QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
     _sub(quant, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
@@ -293,38 +306,10 @@ def _footprint_text(grid10: ProjectGrid) -> str:
 def _l1c_product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
                      relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
                      cloud_cover: float, footprint: str) -> bytes:
-    ET.register_namespace("n1", L1C_NAMESPACE)
+    root, general, chars = _user_product(L1C_NAMESPACE, "1C", name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
+                                         relative_orbit=relative_orbit, absolute_orbit=absolute_orbit, granule=granule,
+                                         image_files=image_files)
     n1 = f"{{{L1C_NAMESPACE}}}"
-    root = ET.Element(f"{n1}Level-1C_User_Product",
-                      {"{http://www.w3.org/2001/XMLSchema-instance}schemaLocation": f"{L1C_NAMESPACE}"})
-    general = _sub(root, f"{n1}General_Info")
-    info = _sub(general, "Product_Info")
-    _sub(info, "PRODUCT_START_TIME", _iso(sensing))
-    _sub(info, "PRODUCT_STOP_TIME", _iso(sensing + timedelta(seconds=5)))
-    _sub(info, "PRODUCT_URI", f"{name}.SAFE")
-    _sub(info, "PROCESSING_LEVEL", "Level-1C")
-    _sub(info, "PRODUCT_TYPE", "S2MSI1C")
-    _sub(info, "PROCESSING_BASELINE", baseline)
-    _sub(info, "GENERATION_TIME", _iso(generation))
-    datatake = _sub(info, "Datatake",
-                    datatakeIdentifier=f"G{platform}_{sensing:{_STAMP}}_{absolute_orbit:06d}_N{baseline}")
-    _sub(datatake, "SPACECRAFT_NAME", SPACECRAFT[platform])
-    _sub(datatake, "DATATAKE_TYPE", "INS-NOBS")
-    _sub(datatake, "DATATAKE_SENSING_START", _iso(sensing))
-    _sub(datatake, "SENSING_ORBIT_NUMBER", relative_orbit)
-    _sub(datatake, "SENSING_ORBIT_DIRECTION", "DESCENDING")
-    options = _sub(info, "Query_Options", completeSingleTile="true")
-    _sub(options, "PRODUCT_FORMAT", "SAFE_COMPACT")
-    organisation = _sub(info, "Product_Organisation")
-    granules = _sub(_sub(organisation, "Granule_List"), "Granule", granuleIdentifier=granule,
-                    imageFormat="JPEG2000")
-    for rel in image_files:
-        _sub(granules, "IMAGE_FILE", rel.removesuffix(".jp2"))
-    chars = _sub(general, "Product_Image_Characteristics")
-    for text, index in (("NODATA", 0), ("SATURATED", 65535)):
-        special = _sub(chars, "Special_Values")
-        _sub(special, "SPECIAL_VALUE_TEXT", text)
-        _sub(special, "SPECIAL_VALUE_INDEX", index)
     _sub(chars, "QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
     offsets = _sub(chars, "Radiometric_Offset_List")
     for i, _ in enumerate(BAND_IDS):
