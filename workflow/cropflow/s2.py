@@ -187,14 +187,8 @@ class _Source:
 
 
 @dataclass(frozen=True)
-class L2AProduct:
-    """One Sentinel-2 L2A product: product-level metadata and the paths of its band files.
-
-    ``band_paths`` maps band names to GDAL paths (a file path, or a ``/vsizip/`` path inside a zip) of the
-    finest resolution the product lists for that band; ``cloud_cover`` is the product's
-    Cloud_Coverage_Assessment in percent; ``offsets`` the BOA_ADD_OFFSET per band (0 before baseline 04.00).
-    Use ``band_path(band)`` to get a band that is checked to exist.
-    """
+class _Product:
+    """What the L1C and L2A products share: identity and radiometry from their metadata."""
 
     name: str
     path: Path
@@ -205,6 +199,26 @@ class L2AProduct:
     baseline: str
     quantification: float
     offsets: dict[str, float]
+
+    def _check_member(self, band: str, rel: str) -> None:
+        """FileNotFoundError naming the band, its file and the fix when ``rel`` is not in the product."""
+        source = getattr(self, "_source", None)
+        if source is not None and not source.exists(rel):
+            short = "/".join(rel.split("/")[-2:])
+            raise FileNotFoundError(f"{self.name}: band {band} ({short}) is missing: re-download the product or "
+                                    f"remove it from {self.path.parent}")
+
+
+@dataclass(frozen=True)
+class L2AProduct(_Product):
+    """One Sentinel-2 L2A product: product-level metadata and the paths of its band files.
+
+    ``band_paths`` maps band names to GDAL paths (a file path, or a ``/vsizip/`` path inside a zip) of the
+    finest resolution the product lists for that band; ``cloud_cover`` is the product's
+    Cloud_Coverage_Assessment in percent; ``offsets`` the BOA_ADD_OFFSET per band (0 before baseline 04.00).
+    Use ``band_path(band)`` to get a band that is checked to exist.
+    """
+
     band_paths: dict[str, str]
     scl_path: str
     cloud_cover: float
@@ -228,12 +242,7 @@ class L2AProduct:
             raise ValueError(f"{self.name}: band {band} is not in this product (it lists {listed}); "
                              f"change config s2.bands")
         rel = self._members[band]
-        if self._source is not None and not self._source.exists(rel):
-            short = "/".join(rel.split("/")[-2:])
-            raise FileNotFoundError(
-                f"{self.name}: band {band} ({short}) is missing: re-download the product or remove it "
-                f"from {self.path.parent}"
-            )
+        self._check_member(band, rel)
         return self._source.gdal_path(rel) if self._source is not None else self.band_paths[band]
 
 
@@ -328,7 +337,7 @@ def product_bounds(product: L2AProduct, crs: str = "EPSG:4326") -> tuple[float, 
 
 
 @dataclass(frozen=True)
-class L1CProduct:
+class L1CProduct(_Product):
     """One Sentinel-2 Level-1C product (top-of-atmosphere reflectance): metadata and its band files.
 
     ``offsets`` are the RADIO_ADD_OFFSET per band (0 before baseline 04.00, -1000 after), ``quantification``
@@ -337,15 +346,6 @@ class L1CProduct:
     at its native resolution (``L1C_RESOLUTION``); use ``band_path(band)`` to get one that is checked to exist.
     """
 
-    name: str
-    path: Path
-    platform: str
-    datetime: datetime
-    mgrs_tile: str
-    relative_orbit: int
-    baseline: str
-    quantification: float
-    offsets: dict[str, float]
     cloud_cover: float
     footprint_wkt: str | None
     metadata_sha256: str = ""
@@ -365,12 +365,7 @@ class L1CProduct:
                 f"{self.name}: band {band} is not listed in MTD_MSIL1C.xml (it lists {', '.join(self.bands)}): "
                 f"re-download the product or remove it from {self.path.parent}")
         rel = self._members[band]
-        if self._source is not None and not self._source.exists(rel):
-            short = "/".join(rel.split("/")[-2:])
-            raise FileNotFoundError(
-                f"{self.name}: band {band} ({short}) is missing: re-download the product or remove it "
-                f"from {self.path.parent}"
-            )
+        self._check_member(band, rel)
         assert self._source is not None
         return self._source.gdal_path(rel)
 
