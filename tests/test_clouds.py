@@ -147,3 +147,21 @@ def test_ingest_with_an_s2cloudless_mask_masks_and_counts_it(cloudy_acquisition,
     with pytest.raises(ValueError, match="s2.clouds.method both: give the s2cloudless mask"):
         ingest_l2a(l2a, grid, None, ["B04"], INVALID, CLOUD, 0.08, tmp_path / "x.tif", tmp_path / "x.json",
                    cloud_method="both")
+
+
+def test_mask_in_row_bands_equals_the_mask_in_one_piece(cloudy_acquisition, tmp_path):
+    """At 10 m with averaging and dilation, a mask computed in many small row bands (each with its halo) is the
+    mask computed in one piece, pixel for pixel."""
+    pytest.importorskip("s2cloudless")
+    out, _, l1c = cloudy_acquisition
+    grid = ProjectGrid("EPSG:32652", 10.0, SMALL)
+    settings = {"threshold": 0.4, "average_over_m": 40, "dilation_m": 30, "resolution": 10}
+    whole = s2cloudless_mask(l1c, grid, SMALL, settings, tmp_path / "whole.tif", tmp_path / "whole.json")
+    banded = s2cloudless_mask(l1c, grid, SMALL, settings, tmp_path / "bands.tif", tmp_path / "bands.json",
+                              window_px=grid.width * 23)
+    assert whole["windows"] == 1 and banded["windows"] == -(-grid.height // 23)
+    with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "bands.tif") as b:
+        one, many = a.read(), b.read()
+    assert 0.1 < (one[1] == 1).mean() < 0.5
+    np.testing.assert_array_equal(many, one)
+    assert banded["cloud_fraction"] == whole["cloud_fraction"]

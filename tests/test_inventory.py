@@ -226,8 +226,9 @@ S1_T0 = datetime(2023, 5, 8, 9, 45, 12, tzinfo=timezone.utc)
 S1_ORBIT0 = 48404  # S1A relative orbit (48404 - 73) % 175 + 1 = 32
 
 
-def s1_scene(k: int, platform: str = "S1A") -> str:
-    start = S1_T0 + timedelta(days=12 * k)
+def s1_scene(k: int, platform: str = "S1A", slice_: int = 0) -> str:
+    """The ``slice_``-th 27 s slice of the ``k``-th pass (12 days apart) of relative orbit 32."""
+    start = S1_T0 + timedelta(days=12 * k, seconds=27 * slice_)
     stop = start + timedelta(seconds=27)
     return (f"{platform}_IW_SLC__1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{S1_ORBIT0 + 175 * k:06d}"
             f"_05D2C4_3F1A")
@@ -269,6 +270,26 @@ def test_non_consecutive_pair_is_rejected(tmp_path):
     folder = tmp_path / "s1"
     scenes = [s1_scene(k) for k in range(3)]
     write_s1(folder, scenes, [("R032_20230508_20230601", scenes[0], scenes[2])])
+    with pytest.raises(ValueError, match="R032_20230508_20230601_coh.tif.*not consecutive"):
+        scan_s1_seam(folder, tmp_path / "cache.json")
+
+
+def test_passes_cut_into_slices_pair_as_one_acquisition(tmp_path):
+    """Two slices per pass: the pass is one acquisition; a pair's tags may name any slice of the two passes,
+    and a pair joining passes that are not consecutive is still refused."""
+    folder = tmp_path / "s1"
+    passes = [[s1_scene(k, slice_=n) for n in range(2)] for k in range(3)]
+    write_s1(folder, [s for slices in passes for s in slices],
+             [("R032_20230508_20230520", passes[0][0], passes[1][0]),
+              ("R032_20230520_20230601", passes[1][1], passes[2][1])])
+    sc, pr = scan_s1_seam(folder, tmp_path / "cache.json")
+    assert len(sc) == 6
+    assert pr["pair"].tolist() == ["R032_20230508_20230520", "R032_20230520_20230601"]
+    assert pr.loc[1, "reference"] == passes[1][1] and pr.loc[1, "datetime_sec"] == sc.loc[5, "datetime"]
+    expected = expected_pairs(sc)
+    assert expected[["pair", "reference", "secondary"]].values.tolist() == [
+        ["R032_20230508_20230520", passes[0][0], passes[1][0]], ["R032_20230520_20230601", passes[1][0], passes[2][0]]]
+    write_s1(folder, [], [("R032_20230508_20230601", passes[0][1], passes[2][0])])
     with pytest.raises(ValueError, match="R032_20230508_20230601_coh.tif.*not consecutive"):
         scan_s1_seam(folder, tmp_path / "cache.json")
 

@@ -14,6 +14,8 @@ import rasterio.features
 import rasterio.windows
 import shapely
 from cropflow.grid import ProjectGrid
+from cropflow.inventory import scan_s1_seam
+from cropflow.layers import group_s1_acquisitions, merge_s1_rasters
 from cropflow.legend import Legend
 from cropflow.raster import read_on_grid
 from cropflow.s1 import (
@@ -439,3 +441,31 @@ def test_adjacent_tile_products_are_identical_in_their_overlap(edge_run):
         assert a.shape == b.shape and a.size > 0 and (a == b).all()
         for product in (west, east):  # and an L1C of each tile's part (every band on its native grid)
             assert validate_l1c(out / "data" / "s2" / product["products"][1]).mgrs_tile == product["mgrs_tile"]
+
+
+def test_seam_passes_cut_into_slices_assemble_into_whole_acquisitions(aoi_path, tmp_path):
+    """s1_slices 2 with seam products: per pass, two C2 slices of one datatake over overlapping bands of grid
+    rows; the inventory groups them into one acquisition, the pairs validate, and the assembled C2 covers the
+    grid without a gap."""
+    out = tmp_path / "sliced"
+    simulate(aoi_path, out, **OPTIONS, seed=5, s1_orbits=(32,), s2_dates=1, season=("05-06", "05-31"), s1_slices=2)
+    scenes, pairs = scan_s1_seam(out / "s1", tmp_path / "cache.json")
+    acqs = group_s1_acquisitions(scenes)
+    assert len(scenes) == 2 * len(acqs) == 4 and len(pairs) == 1
+    for slices in acqs["slices"]:
+        first, second = json.loads(slices)
+        assert parse_scene_id(first)["stop"] == parse_scene_id(second)["start"]
+        bands = []
+        for scene in (first, second):
+            with rasterio.open(out / "s1" / f"{scene}_C2.tif") as src:
+                window = GRID.window_of(ProjectGrid(GRID.crs, 10.0, tuple(src.bounds)))
+                assert src.width == GRID.width and 0 < src.height < GRID.height
+                bands.append((window.row_off, window.row_off + window.height))
+        # descending: the first slice is the northern one (row 0); the two overlap and cover every row
+        assert bands[0][0] == 0 and bands[1][1] == GRID.height and bands[1][0] < bands[0][1]
+    assert json.loads(acqs.loc[0, "slices"])[0] == pairs.loc[0, "reference"]
+    merged = tmp_path / "acq_C2.tif"
+    merge_s1_rasters([str(out / "s1" / f"{s}_C2.tif") for s in json.loads(acqs.loc[0, "slices"])], GRID, "mean",
+                     merged)
+    with rasterio.open(merged) as src:
+        assert np.isfinite(src.read()).all()

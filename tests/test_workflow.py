@@ -214,12 +214,12 @@ def test_patch_model_without_patches_stops_naming_the_setting(tmp_path):
 
 
 def test_alternative_settings_run_end_to_end(tmp_path):
-    """Seam products (engine preprocessed), separate time axes per source, KNN gap filling, acquisition dates,
-    patches, probabilities, no post-processing."""
+    """Seam products (engine preprocessed) cut into two slices per pass, separate time axes per source, KNN gap
+    filling, acquisition dates, patches, probabilities, no post-processing."""
     gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
     config = write_config(tmp_path)
     config["s1"]["engine"] = "preprocessed"
-    config["simulate"]["s1_format"] = "seam"
+    config["simulate"].update({"s1_format": "seam", "s1_slices": 2})
     config["stack"].update({"mode": "separate", "gapfill": "knn", "time_axis": "acquisitions"})
     config["samples"].update({"patches": True, "patch_size": 5, "pixels_per_parcel": 5})
     config["inference"]["probabilities"] = True
@@ -239,6 +239,10 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     snakemake(tmp_path)
     cube = open_cube(tmp_path / "results" / "cubes" / f"{TILES[0]}.zarr")
     assert {"s1", "coh", "s2"} <= set(cube.data_vars)
+    acquisitions = pd.read_csv(tmp_path / "results" / "inventory" / "s1_acquisitions.csv")
+    assert acquisitions["slices"].map(lambda s: len(json.loads(s))).eq(2).all()
+    assert len(list((tmp_path / "results" / "s1" / "acquisitions").glob("*_C2.tif"))) == len(acquisitions)
+    assert len(cube["time_s1"]) == len(acquisitions) and np.isfinite(cube["s1"].values).all()
     s2_dates = {str(t)[:10] for t in cube["time_s2"].values}
     selection = pd.read_csv(tmp_path / "results" / "inventory" / "s2_selection.csv")
     assert s2_dates == {d[:10] for d in pd.read_csv(tmp_path / "results" / "inventory" / "s2_scenes.csv")["datetime"]}

@@ -4,8 +4,9 @@ with Sen2Cor's scene classification (SCL).
 s2cloudless (Sentinel Hub's LightGBM pixel classifier; its model ships in the wheel, so it runs offline) takes
 the TOA reflectance of B01 B02 B04 B05 B08 B8A B09 B10 B11 B12. ``s2cloudless_mask`` runs it on a grid
 co-aligned with the project grid (``s2.clouds.s2cloudless.resolution``, 60 m by default) over the AOI's
-bounding box and writes a two-band raster (probability in percent, cloud 0/1; 255 = no data). The ingest reads
-it back with ``combine_masks``. The package is imported only when a mask is computed.
+bounding box, in bands of rows with a halo (bounded memory, the same mask as in one piece), and writes a
+two-band raster (probability in percent, cloud 0/1; 255 = no data). The ingest reads it back with
+``combine_masks``. The package is imported only when a mask is computed.
 
 Combination rule (S = SCL class, C = s2cloudless cloud after averaging and dilation):
 
@@ -30,11 +31,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-import rasterio.windows
 
 from cropflow.atomic import atomic_path
 from cropflow.grid import ProjectGrid, snap_bounds
-from cropflow.raster import RasterWriter, read_on_grid
+from cropflow.raster import RasterWriter, read_on_grid, row_windows
 from cropflow.s2 import L1C_RESOLUTION, L1CProduct, l1c_toa_reflectance, resampling_for, validate_l1c
 
 log = logging.getLogger(__name__)
@@ -146,16 +146,19 @@ def _aoi_window(grid: ProjectGrid, aoi_bounds: Sequence[float] | None) -> Projec
 
 def s2cloudless_mask(l1c_path: str | os.PathLike, grid: ProjectGrid, aoi_bounds: Sequence[float] | None,
                      settings: Mapping[str, object], out_tif: str | os.PathLike, out_json: str | os.PathLike, *,
-                     threads: int = 1) -> dict[str, object]:
+                     threads: int = 1, window_px: int = 4_000_000) -> dict[str, object]:
     """Cloud mask of one Level-1C product with s2cloudless, written on the detector grid.
 
     ``settings`` is config s2.clouds.s2cloudless (threshold, average_over_m, dilation_m, resolution); radii in
     metres become detector pixels (``disk_radius_px``). The detector runs on ``detector_grid(grid, resolution)``
-    cut to ``aoi_bounds`` (in the grid CRS; None = the whole grid), all at once: at the default 60 m a county
-    is a few megapixels (~11 s per megapixel on 2 cores). ``out_tif``: uint8, band 1 "probability" (percent),
-    band 2 "cloud" (0/1), 255 = no data, co-aligned with the project grid (read it with nearest resampling);
-    ``out_json``: {scene, l1c, resolution, threshold, average_px, dilation_px, cloud_fraction, s2cloudless_version,
-    seconds}. A missing band (B10 included) raises FileNotFoundError naming it."""
+    cut to ``aoi_bounds`` (in the grid CRS; None = the whole grid), in full-width bands of rows of about
+    ``window_px`` pixels, so memory is bounded at any resolution (a 10 m county is tens of megapixels). Each
+    band is read with a halo of average + dilation radius rows on both sides: the probability is per pixel and
+    the averaging and dilation reach no further, so the mask equals the one computed in one piece. ``out_tif``:
+    uint8, band 1 "probability" (percent), band 2 "cloud" (0/1), 255 = no data, co-aligned with the project
+    grid (read it with nearest resampling); ``out_json``: {scene, l1c, resolution, threshold, average_px,
+    dilation_px, cloud_fraction, windows, s2cloudless_version, seconds}. A missing band (B10 included) raises
+    FileNotFoundError naming it."""
     started = time.monotonic()
     l1c = validate_l1c(l1c_path, S2CLOUDLESS_BANDS)
     resolution = float(settings.get("resolution", 60))  # type: ignore[arg-type]
@@ -163,25 +166,34 @@ def s2cloudless_mask(l1c_path: str | os.PathLike, grid: ProjectGrid, aoi_bounds:
     average_px = disk_radius_px(float(settings.get("average_over_m", 240)), resolution)  # type: ignore[arg-type]
     dilation_px = disk_radius_px(float(settings.get("dilation_m", 120)), resolution)  # type: ignore[arg-type]
     det = _aoi_window(detector_grid(grid, resolution), aoi_bounds)
-    log.info("%s: s2cloudless on %d x %d pixels of %g m (threshold %g, average %d px, dilation %d px)", l1c.name,
-             det.width, det.height, resolution, threshold, average_px, dilation_px)
-    prob = cloud_probability(s2cloudless_input(l1c, det), threads=threads)
-    cloud = cloud_mask_from_probability(prob, threshold, average_px, dilation_px)
-    percent = np.where(np.isfinite(prob), np.rint(np.nan_to_num(prob) * 100), NO_DATA).astype(np.uint8)
-    has = cloud != NO_DATA
-    fraction = float(np.count_nonzero(cloud == 1) / np.count_nonzero(has)) if has.any() else math.nan
+    windows = row_windows(det, max(1, window_px // det.width))
+    log.info("%s: s2cloudless on %d x %d pixels of %g m in %d row band(s) (threshold %g, average %d px, "
+             "dilation %d px)", l1c.name, det.width, det.height, resolution, len(windows), threshold, average_px,
+             dilation_px)
+    halo = average_px + dilation_px
+    clouds = valid = 0
+    with RasterWriter(out_tif, det, count=2, dtype="uint8", nodata=NO_DATA, band_names=["probability", "cloud"],
+                      tags={"SCENE": l1c.name, "METHOD": "s2cloudless", "THRESHOLD": threshold,
+                            "AVERAGE_PX": average_px, "DILATION_PX": dilation_px}) as writer:
+        for win in windows:
+            first, stop = max(win.row_off - halo, 0), min(win.row_off + win.height + halo, det.height)
+            prob = cloud_probability(s2cloudless_input(l1c, det.rows(first, stop)), threads=threads)
+            inner = slice(win.row_off - first, win.row_off - first + win.height)
+            cloud = cloud_mask_from_probability(prob, threshold, average_px, dilation_px)[inner]
+            prob = prob[inner]
+            percent = np.where(np.isfinite(prob), np.rint(np.nan_to_num(prob) * 100), NO_DATA).astype(np.uint8)
+            clouds += np.count_nonzero(cloud == 1)
+            valid += np.count_nonzero(cloud != NO_DATA)
+            writer.write(np.stack([percent, cloud]), win)
+    fraction = clouds / valid if valid else math.nan
     from importlib.metadata import version
 
     meta: dict[str, object] = {
         "scene": l1c.name, "l1c": str(l1c_path), "resolution": resolution, "threshold": threshold,
         "average_px": average_px, "dilation_px": dilation_px,
-        "cloud_fraction": None if math.isnan(fraction) else round(fraction, 6),
+        "cloud_fraction": None if math.isnan(fraction) else round(fraction, 6), "windows": len(windows),
         "s2cloudless_version": version("s2cloudless"), "seconds": round(time.monotonic() - started, 1),
     }
-    with RasterWriter(out_tif, det, count=2, dtype="uint8", nodata=NO_DATA, band_names=["probability", "cloud"],
-                      tags={"SCENE": l1c.name, "METHOD": "s2cloudless", "THRESHOLD": threshold,
-                            "AVERAGE_PX": average_px, "DILATION_PX": dilation_px}) as writer:
-        writer.write(np.stack([percent, cloud]), rasterio.windows.Window(0, 0, det.width, det.height))
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     log.info("%s: cloud fraction %s over the detector window", l1c.name, meta["cloud_fraction"])

@@ -56,6 +56,12 @@ class ProjectGrid:
             (max(left, self.bounds[0]), max(bottom, self.bounds[1]), min(right, self.bounds[2]), min(top, self.bounds[3])),
         )
 
+    def rows(self, first: int, stop: int) -> "ProjectGrid":
+        """The full-width band of rows ``first`` (inclusive) to ``stop`` (exclusive) of this grid."""
+        top = self.bounds[3] - first * self.resolution
+        return ProjectGrid(self.crs, self.resolution, (self.bounds[0], top - (stop - first) * self.resolution,
+                                                       self.bounds[2], top))
+
     def coords(self) -> tuple[np.ndarray, np.ndarray]:
         """Pixel-centre coordinates (x, y) of the columns and rows."""
         r = self.resolution

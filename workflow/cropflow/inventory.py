@@ -27,7 +27,7 @@ import rasterio.warp
 import shapely
 
 from cropflow.atomic import atomic_path
-from cropflow.s2 import (METADATA_FILE, open_l1c, open_l2a, parse_product_name, product_bounds,
+from cropflow.s2 import (METADATA_FILE, open_l1c, open_l2a, parse_product_name,
                          strip_product_suffix)
 
 log = logging.getLogger(__name__)
@@ -464,7 +464,9 @@ def _read_s1_record(path: Path, kind: str) -> dict:
 
 
 def _validate_pairs(pairs: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
-    """Complete the pairs from their scenes; each must join consecutive scenes of one platform and track."""
+    """Complete the pairs from their scenes; each must join consecutive passes of one platform and track (its
+    REFERENCE and SECONDARY tags may name any slice of the two passes)."""
+    first_slice = {s: slices[0] for slices in _passes(scenes)["slices"] for s in slices}
     consecutive = {(r.reference, r.secondary) for r in _consecutive(scenes).itertuples()}
     by_id = scenes.set_index("scene")
     rows = []
@@ -476,7 +478,7 @@ def _validate_pairs(pairs: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
         ref, sec = by_id.loc[p["reference"]], by_id.loc[p["secondary"]]
         expected = (f"R{ref['relative_orbit']:03d}_{ref['datetime'][:10].replace('-', '')}_"
                     f"{sec['datetime'][:10].replace('-', '')}")
-        if (p["reference"], p["secondary"]) not in consecutive or expected != p["pair"]:
+        if (first_slice[p["reference"]], first_slice[p["secondary"]]) not in consecutive or expected != p["pair"]:
             raise ValueError(
                 f"{p['path']}: reference {p['reference']} ({ref['platform']} R{ref['relative_orbit']:03d} "
                 f"{ref['datetime'][:10]}) and secondary {p['secondary']} ({sec['platform']} "
@@ -508,20 +510,27 @@ def scan_s1_seam(folder: str | os.PathLike, cache_path: str | os.PathLike) -> tu
     return scenes, pairs
 
 
+def _passes(scenes: pd.DataFrame) -> pd.DataFrame:
+    """One row per pass: platform, relative_orbit, time (its first slice's start) and slices (scene ids in time
+    order). A platform images a relative orbit once a day at most, so the scenes of one platform, track and
+    day are the consecutive slices of one pass."""
+    df = scenes.assign(time=pd.to_datetime(scenes["datetime"], utc=True))
+    df = df.assign(day=df["time"].dt.strftime("%Y%m%d")).sort_values(["time", "scene"])
+    rows = [{"platform": platform, "relative_orbit": int(orbit), "time": group["time"].iloc[0],
+             "datetime": group["datetime"].iloc[0], "slices": list(group["scene"])}
+            for (platform, orbit, _), group in df.groupby(["platform", "relative_orbit", "day"], sort=True)]
+    return pd.DataFrame(rows, columns=["platform", "relative_orbit", "time", "datetime", "slices"])
+
+
 def _consecutive(scenes: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of acquisitions that follow each other on one platform and relative orbit (one scene per
-    date and track; later same-day scenes are logged and left out)."""
+    """Every pair of passes that follow each other on one platform and relative orbit, named by their first
+    slices (a pass cut into several slices is one acquisition)."""
     rows = []
-    for (platform, orbit), group in scenes.groupby(["platform", "relative_orbit"], sort=True):
-        group = group.assign(time=pd.to_datetime(group["datetime"], utc=True)).sort_values("time")
-        day = group["time"].dt.strftime("%Y%m%d")
-        for _, row in group[day.duplicated()].iterrows():
-            log.warning("%s: another %s scene of relative orbit %d was acquired the same day; it is not paired",
-                        row["scene"], platform, orbit)
-        group = group[~day.duplicated()]
+    for (platform, orbit), group in _passes(scenes).groupby(["platform", "relative_orbit"], sort=True):
+        group = group.sort_values("time")
         for ref, sec in zip(group.itertuples(), group.iloc[1:].itertuples()):
             rows.append({"pair": f"R{int(orbit):03d}_{ref.time:%Y%m%d}_{sec.time:%Y%m%d}", "platform": platform,
-                         "relative_orbit": int(orbit), "reference": ref.scene, "secondary": sec.scene,
+                         "relative_orbit": int(orbit), "reference": ref.slices[0], "secondary": sec.slices[0],
                          "datetime_ref": ref.datetime, "datetime_sec": sec.datetime,
                          "days": (sec.time - ref.time).total_seconds() / 86400.0})
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)

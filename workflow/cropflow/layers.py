@@ -247,12 +247,6 @@ def _write_json(path: str | os.PathLike, doc: Mapping) -> None:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
-def _sub_grid(grid: ProjectGrid, win) -> ProjectGrid:
-    r = grid.resolution
-    top = grid.bounds[3] - win.row_off * r
-    return ProjectGrid(grid.crs, r, (grid.bounds[0], top - win.height * r, grid.bounds[2], top))
-
-
 def merge_s2_layer(products: Sequence[str], grid: ProjectGrid, aoi_mask: np.ndarray, tiles: gpd.GeoDataFrame,
                    bands: Sequence[str], overlap: str, max_cloud_fraction: float, min_valid_fraction: float,
                    out_tif: str | os.PathLike, out_json: str | os.PathLike, *, layer: str = "",
@@ -299,7 +293,7 @@ def merge_s2_layer(products: Sequence[str], grid: ProjectGrid, aoi_mask: np.ndar
     with RasterWriter(out_tif, grid, count=len(bands) + 1, dtype="float32", nodata=float("nan"),
                       band_names=[*bands, "QA"], tags=tags) as writer:
         for win in row_windows(grid, window_rows):
-            sub = _sub_grid(grid, win)
+            sub = grid.rows(win.row_off, win.row_off + win.height)
             rows = slice(int(win.row_off), int(win.row_off + win.height))
             data = np.stack([read_on_grid(p, sub, bands=idx) for p, idx in zip(products, indices)])
             values, qa = data[:, :-1], data[:, -1]
@@ -378,7 +372,7 @@ def merge_s1_rasters(paths: Sequence[str], grid: ProjectGrid, overlap: str, out_
     with RasterWriter(out_tif, grid, count=len(names), dtype="float32", nodata=float("nan"), band_names=names,
                       tags=merged_tags) as writer:
         for win in row_windows(grid, window_rows):
-            sub = _sub_grid(grid, win)
+            sub = grid.rows(win.row_off, win.row_off + win.height)
             values = np.stack([read_on_grid(p, sub) for p in paths])
             valid = np.isfinite(values).all(axis=1)
             merged, _ = merge_valid(values, valid, list(range(len(paths))), overlap)

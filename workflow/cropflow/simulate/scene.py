@@ -24,7 +24,7 @@ import os
 import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,6 +67,7 @@ from cropflow.simulate.sentinel1 import (
     draw_radar_traits,
     plan_acquisitions,
     plan_pairs,
+    seam_slices,
     write_pair,
     write_scene,
 )
@@ -565,17 +566,15 @@ def simulate(
     looks of the C2 matrices and ``coherence_looks`` that of the coherence estimates (both for
     ``s1_format`` "seam": C2 and coherence products on the project grid; "slc": IW SLC SAFE zips, with the
     DEM ``dem.tif`` they were simulated on). ``s2_level`` is the Sentinel-2 processing level written per date:
-    "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both". ``s1_slices`` (1 or 2,
-    "slc" only) splits every pass into that many consecutive slices of one datatake, the boundary crossing the
-    AOI. Sentinel-2 products are written per MGRS tile: an AOI across a tile edge gets one product per tile and
+    "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both". ``s1_slices`` (1 or 2)
+    splits every pass into that many consecutive slices of one datatake, the boundary crossing the AOI (seam
+    products: one C2 per slice over its band of grid rows, one coherence per pair of passes). Sentinel-2 products are written per MGRS tile: an AOI across a tile edge gets one product per tile and
     date, identical in the tiles' overlap.
     """
     if s2_level not in S2_LEVELS:
         raise ValueError(f"s2_level {s2_level!r}: give one of {', '.join(S2_LEVELS)}")
     if int(s1_slices) not in (1, 2):
         raise ValueError(f"s1_slices {s1_slices}: give 1 or 2 (slices per Sentinel-1 pass)")
-    if int(s1_slices) > 1 and s1_format != "slc":
-        raise ValueError(f"s1_slices {s1_slices} needs s1_format: slc (seam products are written per pass)")
     if s1_format not in ("slc", "seam"):
         raise ValueError(f"s1_format {s1_format!r}: give 'slc' (IW SLC SAFE zips) or 'seam' (C2/coherence GeoTIFFs)")
     out = Path(out_dir)
@@ -647,14 +646,20 @@ def simulate(
         pairs = plan_pairs(list(firsts.values()))
         written = {f"{s.name}.zip" for s in scenes}
     else:
-        for i, scene in enumerate(scenes, start=1):
-            logger.info("S1 scene %d/%d %s", i, len(scenes), scene.name)
+        # one C2 per slice (a band of grid rows); one coherence per pair of passes, tagged with their first slices
+        cut = {scene.name: seam_slices(scene, grid.height, int(s1_slices)) for scene in scenes}
+        pairs = [replace(p, reference=cut[p.reference.name][0][0], secondary=cut[p.secondary.name][0][0])
+                 for p in pairs]
+        sliced = [part for parts in cut.values() for part in parts]
+        for i, (scene, rows) in enumerate(sliced, start=1):
+            logger.info("S1 scene %d/%d %s (grid rows %d-%d)", i, len(sliced), scene.name, *rows)
             write_scene(out / "s1" / f"{scene.name}_C2.tif", scene, grid, land, s1_looks,
-                        entropy(seed, "s1", scene.name))
+                        entropy(seed, "s1", scene.name), part=rows)
         for i, pair in enumerate(pairs, start=1):
             logger.info("S1 pair %d/%d %s", i, len(pairs), pair.pair)
             write_pair(out / "s1" / f"{pair.pair}_coh.tif", pair, grid, land, coherence_looks,
                        entropy(seed, "coh", pair.pair))
+        scenes = [scene for scene, _ in sliced]
         written = {f"{s.name}_C2.tif" for s in scenes} | {f"{p.pair}_coh.tif" for p in pairs}
     for folder, names in ((out / "s1", written), (out / "s2", {n for s in s2_summary for n in s.get("products", [s["product"]])})):
         stale = _stale_files(folder, names)

@@ -28,7 +28,7 @@ import math
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -508,16 +508,41 @@ def _halo_rows(win: rasterio.windows.Window, height: int, sigma_px: float) -> tu
     return slice(r0, r1), slice(win.row_off - r0, win.row_off - r0 + win.height)
 
 
+def seam_slices(scene: RadarScene, height: int, n: int, overlap: int = 16
+                ) -> list[tuple[RadarScene, tuple[int, int]]]:
+    """The ``n`` consecutive slices of one datatake a pass is cut into at the seam, each with the grid rows
+    [first, stop) it covers: equal row bands that overlap by ``overlap`` rows on each side of a boundary, the
+    first slice where the satellite arrives first (the south when ascending, the north when descending);
+    each slice starts when the previous one stops (27 s slices)."""
+    if n == 1:
+        return [(scene, (0, height))]
+    edges = np.linspace(0, height, n + 1).round().astype(int)
+    bands = [(max(int(a) - overlap, 0), min(int(b) + overlap, height)) for a, b in zip(edges[:-1], edges[1:])]
+    if scene.orbit_pass == "ASCENDING":
+        bands = bands[::-1]                      # row 0 is the north edge
+    out = []
+    for k, band in enumerate(bands):
+        start = scene.start + timedelta(seconds=k * _SLICE_S)
+        stop = start + timedelta(seconds=_SLICE_S)
+        out.append((replace(scene, name=scene_name(scene.platform, start, scene.absolute_orbit, stop), start=start,
+                            stop=stop), band))
+    return out
+
+
 def write_scene(path: str | os.PathLike, scene: RadarScene, grid: ProjectGrid, land: RadarLandscape,
-                looks: int, entropy: Sequence[int], rows: int = 512) -> None:
+                looks: int, entropy: Sequence[int], rows: int = 512, part: tuple[int, int] | None = None) -> None:
     """Write ``<scene>_C2.tif`` (bands C11, C22, C12_real, C12_imag; tags per the S1 seam) by row blocks:
-    expected C2 of every pixel, spread by the resolution cell, then speckled (``multilook_covariance``)."""
+    expected C2 of every pixel, spread by the resolution cell, then speckled (``multilook_covariance``).
+    ``part`` (first, stop) limits the raster to those grid rows (a slice of the pass)."""
     pr = _parcel_radar(land, scene)
     sigma = RESOLUTION_SIGMA_M / grid.resolution
-    with RasterWriter(path, grid, count=4, dtype="float32", nodata=float("nan"), band_names=C2_BANDS,
+    first, stop = part or (0, grid.height)
+    band = grid.rows(first, stop)
+    with RasterWriter(path, band, count=4, dtype="float32", nodata=float("nan"), band_names=C2_BANDS,
                       tags=scene.tags()) as out:
-        for i, win in enumerate(row_windows(grid, rows)):
-            sl, inner = _halo_rows(win, grid.height, sigma)
+        for i, win in enumerate(row_windows(band, rows)):
+            sl, inner = _halo_rows(rasterio.windows.Window(0, win.row_off + first, win.width, win.height),
+                                   grid.height, sigma)
             comp = pixel_components(land.parcel[sl], land.vigour[sl], land.texture[sl], pr, land.radar,
                                     scene.incidence)
             expected = [spread(x, sigma)[inner] for x in (comp.c11, comp.c22, comp.c12_real, comp.c12_imag)]
