@@ -321,3 +321,13 @@ def test_qa_band_codes_clear_cloud_other_nodata():
     valid = scl_valid_mask(scl, INVALID) & (scl != 0)
     qa = qa_codes(scl, valid, CLOUD)
     assert qa.tolist() == [[0, 1, 1, 2], [2, 2, 3, 3]]
+
+
+def test_product_writers_name_a_missing_or_unknown_identity_keyword(tmp_path):
+    """The identity keywords (``S2Identity``) are checked by name: a missing or misspelt one is reported."""
+    base = dict(platform="S2A", sensing_time=SENSING60, relative_orbit=89, baseline="05.09", grid10=GRID60)
+    with pytest.raises(TypeError, match=r"write_l2a: missing keyword\(s\) \['mgrs_tile'\]"):
+        write_l2a(tmp_path, **base, reflectance={}, scl=np.zeros((18, 18), np.uint8))
+    with pytest.raises(TypeError, match=r"write_l1c: unknown keyword\(s\) \['tile_id'\]"):
+        make_l1c(tmp_path, tile_id="52UCU")
+    assert not list(tmp_path.iterdir())

@@ -16,8 +16,10 @@ import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pyproj
@@ -45,6 +47,66 @@ _STAMP = "%Y%m%dT%H%M%S"
 
 def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+class _S2Name(TypedDict):
+    platform: str
+    sensing_time: datetime
+    mgrs_tile: str
+    relative_orbit: int
+    baseline: str
+
+
+class S2Identity(_S2Name, total=False):
+    """The keywords that name a product written by ``write_l1c``/``write_l2a``: ``generation_time`` defaults to
+    2 h (L1C) or 3 h (L2A) after sensing, ``absolute_orbit`` to an estimate from the launch date (it only names
+    the granule)."""
+
+    generation_time: datetime | None
+    absolute_orbit: int | None
+
+
+@dataclass(frozen=True)
+class _Take:
+    """One product's identity, resolved (UTC times, an absolute orbit), and the names derived from it."""
+
+    level: str                # "L1C" or "L2A"
+    platform: str
+    sensing: datetime
+    generation: datetime
+    mgrs_tile: str
+    relative_orbit: int
+    baseline: str
+    absolute_orbit: int
+
+    @classmethod
+    def resolve(cls, level: str, identity: Mapping) -> "_Take":
+        missing = sorted(S2Identity.__required_keys__ - set(identity))
+        unknown = sorted(set(identity) - set(S2Identity.__annotations__))
+        if missing or unknown:
+            raise TypeError(f"write_{level.lower()}: {'missing' if missing else 'unknown'} keyword(s) "
+                            f"{missing or unknown}; give {sorted(S2Identity.__annotations__)}")
+        sensing = _utc(identity["sensing_time"])
+        generation = identity.get("generation_time")
+        generation = sensing + timedelta(hours=2 if level == "L1C" else 3) if generation is None else _utc(generation)
+        orbit = identity.get("absolute_orbit")
+        if orbit is None:
+            orbit = max(1, int((sensing - _LAUNCH[identity["platform"]]).total_seconds() / 86400 * 14.3))
+        return cls(level, str(identity["platform"]), sensing, generation, str(identity["mgrs_tile"]),
+                   int(identity["relative_orbit"]), str(identity["baseline"]), int(orbit))
+
+    @property
+    def name(self) -> str:
+        return l2a_name(self.platform, self.sensing, self.baseline, self.relative_orbit, self.mgrs_tile,
+                        self.generation, level=self.level)
+
+    @property
+    def granule(self) -> str:
+        return f"{self.level}_T{self.mgrs_tile}_A{self.absolute_orbit:06d}_{self.sensing:{_STAMP}}"
+
+    @property
+    def file_prefix(self) -> str:
+        return f"T{self.mgrs_tile}_{self.sensing:{_STAMP}}"
 
 
 def l2a_name(platform: str, sensing_time: datetime, baseline: str, relative_orbit: int, mgrs_tile: str,
@@ -115,12 +177,12 @@ def _iso(t: datetime) -> str:
     return _utc(t).strftime("%Y-%m-%dT%H:%M:%S.") + f"{_utc(t).microsecond // 1000:03d}Z"
 
 
-def _user_product(namespace: str, level: str, *, name: str, platform: str, sensing: datetime,
-                  generation: datetime, baseline: str, relative_orbit: int, absolute_orbit: int, granule: str,
-                  image_files: list[str]) -> tuple[ET.Element, ET.Element, ET.Element]:
-    """The parts an MTD_MSIL1C.xml and an MTD_MSIL2A.xml share (``level`` "1C" or "2A"): the root, its
-    General_Info with Product_Info (times, URI, level, type, baseline, datatake, granule list) and the
-    Product_Image_Characteristics begun with the special values; returns (root, General_Info, characteristics)."""
+def _user_product(namespace: str, take: _Take, image_files: list[str]
+                  ) -> tuple[ET.Element, ET.Element, ET.Element]:
+    """The parts an MTD_MSIL1C.xml and an MTD_MSIL2A.xml share: the root, its General_Info with Product_Info
+    (times, URI, level, type, baseline, datatake, granule list) and the Product_Image_Characteristics begun
+    with the special values; returns (root, General_Info, characteristics)."""
+    level, platform, sensing, baseline = take.level[1:], take.platform, take.sensing, take.baseline
     ET.register_namespace("n1", namespace)
     n1 = f"{{{namespace}}}"
     root = ET.Element(f"{n1}Level-{level}_User_Product",
@@ -129,22 +191,22 @@ def _user_product(namespace: str, level: str, *, name: str, platform: str, sensi
     info = _sub(general, "Product_Info")
     _sub(info, "PRODUCT_START_TIME", _iso(sensing))
     _sub(info, "PRODUCT_STOP_TIME", _iso(sensing + timedelta(seconds=5)))
-    _sub(info, "PRODUCT_URI", f"{name}.SAFE")
+    _sub(info, "PRODUCT_URI", f"{take.name}.SAFE")
     _sub(info, "PROCESSING_LEVEL", f"Level-{level}")
     _sub(info, "PRODUCT_TYPE", f"S2MSI{level}")
     _sub(info, "PROCESSING_BASELINE", baseline)
-    _sub(info, "GENERATION_TIME", _iso(generation))
+    _sub(info, "GENERATION_TIME", _iso(take.generation))
     datatake = _sub(info, "Datatake",
-                    datatakeIdentifier=f"G{platform}_{sensing:{_STAMP}}_{absolute_orbit:06d}_N{baseline}")
+                    datatakeIdentifier=f"G{platform}_{sensing:{_STAMP}}_{take.absolute_orbit:06d}_N{baseline}")
     _sub(datatake, "SPACECRAFT_NAME", SPACECRAFT[platform])
     _sub(datatake, "DATATAKE_TYPE", "INS-NOBS")
     _sub(datatake, "DATATAKE_SENSING_START", _iso(sensing))
-    _sub(datatake, "SENSING_ORBIT_NUMBER", relative_orbit)
+    _sub(datatake, "SENSING_ORBIT_NUMBER", take.relative_orbit)
     _sub(datatake, "SENSING_ORBIT_DIRECTION", "DESCENDING")
     options = _sub(info, "Query_Options", completeSingleTile="true")
     _sub(options, "PRODUCT_FORMAT", "SAFE_COMPACT")
     organisation = _sub(info, "Product_Organisation")
-    granules = _sub(_sub(organisation, "Granule_List"), "Granule", granuleIdentifier=granule,
+    granules = _sub(_sub(organisation, "Granule_List"), "Granule", granuleIdentifier=take.granule,
                     imageFormat="JPEG2000")
     for rel in image_files:
         _sub(granules, "IMAGE_FILE", rel.removesuffix(".jp2"))
@@ -156,25 +218,28 @@ def _user_product(namespace: str, level: str, *, name: str, platform: str, sensi
     return root, general, chars
 
 
-def _product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
-                 relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
-                 scl: np.ndarray) -> bytes:
-    root, general, chars = _user_product(L2A_NAMESPACE, "2A", name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
-                                         relative_orbit=relative_orbit, absolute_orbit=absolute_orbit, granule=granule,
-                                         image_files=image_files)
+def _band_lists(chars: ET.Element, offset_tags: tuple[str, str], resolution: Mapping[str, int]) -> None:
+    """The per-band offset list (``offset_tags``: list and item element names) and Spectral_Information_List
+    (band ids 0..12, physical band names, ``resolution`` in m) of Product_Image_Characteristics."""
+    offsets = _sub(chars, offset_tags[0])
+    for i, _ in enumerate(BAND_IDS):
+        _sub(offsets, offset_tags[1], ADD_OFFSET, band_id=str(i))
+    spectral = _sub(chars, "Spectral_Information_List")
+    for i, band in enumerate(BAND_IDS):
+        item = _sub(spectral, "Spectral_Information", bandId=str(i),
+                    physicalBand=band if band == "B8A" else f"B{int(band[1:])}")
+        _sub(item, "RESOLUTION", resolution[band])
+
+
+def _product_xml(take: _Take, image_files: list[str], scl: np.ndarray) -> bytes:
+    root, general, chars = _user_product(L2A_NAMESPACE, take, image_files)
     n1 = f"{{{L2A_NAMESPACE}}}"
     quant = _sub(chars, "QUANTIFICATION_VALUES_LIST")
     _sub(quant, "BOA_QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
     _sub(quant, "AOT_QUANTIFICATION_VALUE", "1000.0", unit="none")
     _sub(quant, "WVP_QUANTIFICATION_VALUE", "1000.0", unit="cm")
-    offsets = _sub(chars, "BOA_ADD_OFFSET_VALUES_LIST")
-    for i, _ in enumerate(BAND_IDS):
-        _sub(offsets, "BOA_ADD_OFFSET", ADD_OFFSET, band_id=str(i))
-    spectral = _sub(chars, "Spectral_Information_List")
-    for i, band in enumerate(BAND_IDS):
-        item = _sub(spectral, "Spectral_Information", bandId=str(i),
-                    physicalBand=band if band == "B8A" else f"B{int(band[1:])}")
-        _sub(item, "RESOLUTION", NATIVE_RESOLUTION.get(band, 60))
+    _band_lists(chars, ("BOA_ADD_OFFSET_VALUES_LIST", "BOA_ADD_OFFSET"),
+                {b: NATIVE_RESOLUTION.get(b, 60) for b in BAND_IDS})
     _sub(root, f"{n1}Geometric_Info")
     quality = _sub(root, f"{n1}Quality_Indicators_Info")
     percent = _scl_percentages(scl)
@@ -193,15 +258,14 @@ def _scl_percentages(scl: np.ndarray) -> dict[int, float]:
     return {c: 100.0 * counts[c] / (data if c else max(scl.size, 1)) for c in range(12)}
 
 
-def _tile_xml(*, platform: str, sensing: datetime, generation: datetime, baseline: str, absolute_orbit: int,
-              mgrs_tile: str, grid10: ProjectGrid, resolutions: list[int]) -> bytes:
+def _tile_xml(take: _Take, grid10: ProjectGrid, resolutions: list[int]) -> bytes:
     ET.register_namespace("n1", TILE_NAMESPACE)
     n1 = f"{{{TILE_NAMESPACE}}}"
     root = ET.Element(f"{n1}Level-2A_Tile_ID")
     general = _sub(root, f"{n1}General_Info")
-    _sub(general, "TILE_ID", f"{platform}_OPER_MSI_L2A_TL_2APS_{generation:{_STAMP}}_A{absolute_orbit:06d}"
-         f"_T{mgrs_tile}_N{baseline}", metadataLevel="Brief")
-    _sub(general, "SENSING_TIME", _iso(sensing), metadataLevel="Standard")
+    _sub(general, "TILE_ID", f"{take.platform}_OPER_MSI_L2A_TL_2APS_{take.generation:{_STAMP}}_A"
+         f"{take.absolute_orbit:06d}_T{take.mgrs_tile}_N{take.baseline}", metadataLevel="Brief")
+    _sub(general, "SENSING_TIME", _iso(take.sensing), metadataLevel="Standard")
     geometric = _sub(root, f"{n1}Geometric_Info")
     geocoding = _sub(geometric, "Tile_Geocoding", metadataLevel="Brief")
     crs = pyproj.CRS.from_user_input(grid10.crs)
@@ -225,36 +289,19 @@ def _tile_xml(*, platform: str, sensing: datetime, generation: datetime, baselin
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
-def write_l2a(
-    folder: str | os.PathLike,
-    *,
-    platform: str,
-    sensing_time: datetime,
-    mgrs_tile: str,
-    relative_orbit: int,
-    baseline: str,
-    grid10: ProjectGrid,
-    reflectance: Mapping[str, np.ndarray],
-    scl: np.ndarray,
-    zip: bool = False,
-    generation_time: datetime | None = None,
-    absolute_orbit: int | None = None,
-) -> Path:
+def write_l2a(folder: str | os.PathLike, *, grid10: ProjectGrid, reflectance: Mapping[str, np.ndarray],
+              scl: np.ndarray, zip: bool = False, **identity: Unpack[S2Identity]) -> Path:
     """Write a Sentinel-2 L2A product in the real SAFE layout and return its ``.SAFE`` (or ``.zip``) path.
 
     ``reflectance`` maps band names to float BOA reflectance (NaN = no data): 10 m bands (B02 B03 B04
     B08) shaped ``grid10.shape``, 20 m bands (B05 B06 B07 B8A B11 B12) ``grid10.shape // 2``, 60 m bands
     (B01 B09) ``grid10.shape // 6``; ``scl`` is the uint8 scene classification at 20 m. DN are
     ``dn_from_reflectance`` (offset -1000, quantification 10000) in lossless JPEG 2000; the metadata
-    carries the cloud cover (percent of SCL 8/9/10 among pixels with data). ``generation_time`` defaults to
-    3 h after sensing, ``absolute_orbit`` to an estimate from the launch date (it only names the granule).
-    The product is written atomically; ``zip=True`` writes ``<name>.zip`` holding ``<name>.SAFE/``.
+    carries the cloud cover (percent of SCL 8/9/10 among pixels with data). ``identity`` names the product
+    (``S2Identity``). The product is written atomically; ``zip=True`` writes ``<name>.zip`` holding ``<name>.SAFE/``.
     """
-    sensing = _utc(sensing_time)
-    generation = _utc(generation_time) if generation_time is not None else sensing + timedelta(hours=3)
-    name = l2a_name(platform, sensing, baseline, relative_orbit, mgrs_tile, generation)
-    if absolute_orbit is None:
-        absolute_orbit = max(1, int((sensing - _LAUNCH[platform]).total_seconds() / 86400 * 14.3))
+    take = _Take.resolve("L2A", identity)
+    name = take.name
     bands = {normalise_band(b): np.asarray(a) for b, a in reflectance.items()}
     if "SCL" in bands:
         raise ValueError("give the scene classification as scl=, not as a reflectance band")
@@ -270,18 +317,14 @@ def write_l2a(
         raise ValueError("scl holds values outside the SCL classes 0..11")
     scl = scl.astype(np.uint8)
 
-    granule = f"L2A_T{mgrs_tile}_A{absolute_orbit:06d}_{sensing:{_STAMP}}"
-    prefix = f"T{mgrs_tile}_{sensing:{_STAMP}}"
+    granule, prefix = take.granule, take.file_prefix
     files: dict[str, np.ndarray] = {}
     for band in [b for b in NATIVE_RESOLUTION if b in bands] + ["SCL"]:
         res = NATIVE_RESOLUTION[band]
         rel = f"GRANULE/{granule}/IMG_DATA/R{res}m/{prefix}_{band}_{res}m.jp2"
         files[rel] = scl if band == "SCL" else dn_from_reflectance(bands[band])
-    mtd = _product_xml(name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
-                       relative_orbit=int(relative_orbit), absolute_orbit=absolute_orbit, granule=granule,
-                       image_files=list(files), scl=scl)
-    tile_mtd = _tile_xml(platform=platform, sensing=sensing, generation=generation, baseline=baseline,
-                         absolute_orbit=absolute_orbit, mgrs_tile=mgrs_tile, grid10=grid10, resolutions=resolutions)
+    mtd = _product_xml(take, list(files), scl)
+    tile_mtd = _tile_xml(take, grid10, resolutions)
 
     def write_safe(safe: Path) -> None:
         (safe / f"GRANULE/{granule}/QI_DATA").mkdir(parents=True)
@@ -303,22 +346,11 @@ def _footprint_text(grid10: ProjectGrid) -> str:
     return " ".join(f"{lat:.8f} {lon:.8f}" for lon, lat in (to_4326.transform(x, y) for x, y in corners))
 
 
-def _l1c_product_xml(*, name: str, platform: str, sensing: datetime, generation: datetime, baseline: str,
-                     relative_orbit: int, absolute_orbit: int, granule: str, image_files: list[str],
-                     cloud_cover: float, footprint: str) -> bytes:
-    root, general, chars = _user_product(L1C_NAMESPACE, "1C", name=name, platform=platform, sensing=sensing, generation=generation, baseline=baseline,
-                                         relative_orbit=relative_orbit, absolute_orbit=absolute_orbit, granule=granule,
-                                         image_files=image_files)
+def _l1c_product_xml(take: _Take, image_files: list[str], cloud_cover: float, footprint: str) -> bytes:
+    root, general, chars = _user_product(L1C_NAMESPACE, take, image_files)
     n1 = f"{{{L1C_NAMESPACE}}}"
     _sub(chars, "QUANTIFICATION_VALUE", QUANTIFICATION, unit="none")
-    offsets = _sub(chars, "Radiometric_Offset_List")
-    for i, _ in enumerate(BAND_IDS):
-        _sub(offsets, "RADIO_ADD_OFFSET", ADD_OFFSET, band_id=str(i))
-    spectral = _sub(chars, "Spectral_Information_List")
-    for i, band in enumerate(BAND_IDS):
-        item = _sub(spectral, "Spectral_Information", bandId=str(i),
-                    physicalBand=band if band == "B8A" else f"B{int(band[1:])}")
-        _sub(item, "RESOLUTION", L1C_RESOLUTION[band])
+    _band_lists(chars, ("Radiometric_Offset_List", "RADIO_ADD_OFFSET"), L1C_RESOLUTION)
     geometric = _sub(root, f"{n1}Geometric_Info")
     outline = _sub(_sub(_sub(geometric, "Product_Footprint"), "Product_Footprint"), "Global_Footprint")
     _sub(outline, "EXT_POS_LIST", footprint)
@@ -349,22 +381,9 @@ def _write_safe_or_zip(folder: Path, name: str, write_safe, zip: bool) -> Path:
     return folder / f"{name}.zip"
 
 
-def write_l1c(
-    folder: str | os.PathLike,
-    *,
-    platform: str,
-    sensing_time: datetime,
-    mgrs_tile: str,
-    relative_orbit: int,
-    baseline: str,
-    grid10: ProjectGrid,
-    toa: Mapping[str, np.ndarray],
-    cloud_cover: float = 0.0,
-    zip: bool = False,
-    generation_time: datetime | None = None,
-    absolute_orbit: int | None = None,
-    omit_bands: Sequence[str] = (),
-) -> Path:
+def write_l1c(folder: str | os.PathLike, *, grid10: ProjectGrid, toa: Mapping[str, np.ndarray],
+              cloud_cover: float = 0.0, zip: bool = False, omit_bands: Sequence[str] = (),
+              **identity: Unpack[S2Identity]) -> Path:
     """Write a Sentinel-2 Level-1C product in the real SAFE layout and return its ``.SAFE`` (or ``.zip``) path.
 
     ``toa`` maps each of the 13 bands (B01..B12 with B8A and B10) to float top-of-atmosphere reflectance
@@ -373,13 +392,11 @@ def write_l1c(
     0 = no data, lossless JPEG 2000 in ``GRANULE/L1C_T<tile>_A<orbit>_<sensing>/IMG_DATA/T<tile>_<sensing>_<band>.jp2``.
     MTD_MSIL1C.xml lists the granule's image files, the offsets, ``cloud_cover`` (percent) and the data extent
     as Product_Footprint. ``omit_bands`` are listed in the metadata but not written (a damaged download, for
-    tests). Written atomically; ``zip=True`` writes ``<name>.zip`` holding ``<name>.SAFE/``.
+    tests). ``identity`` names the product (``S2Identity``). Written atomically; ``zip=True`` writes
+    ``<name>.zip`` holding ``<name>.SAFE/``.
     """
-    sensing = _utc(sensing_time)
-    generation = _utc(generation_time) if generation_time is not None else sensing + timedelta(hours=2)
-    name = l1c_name(platform, sensing, baseline, relative_orbit, mgrs_tile, generation)
-    if absolute_orbit is None:
-        absolute_orbit = max(1, int((sensing - _LAUNCH[platform]).total_seconds() / 86400 * 14.3))
+    take = _Take.resolve("L1C", identity)
+    name = take.name
     bands = {("B10" if str(b).upper() == "B10" else normalise_band(b)): np.asarray(a) for b, a in toa.items()}
     missing = [b for b in BAND_IDS if b not in bands]
     if missing:
@@ -391,13 +408,9 @@ def write_l1c(
         if arr.shape != expected:
             raise ValueError(f"band {band} is shaped {arr.shape}; at {res} m on grid10 it must be {expected}")
     omitted = {("B10" if str(b).upper() == "B10" else normalise_band(b)) for b in omit_bands}
-    granule = f"L1C_T{mgrs_tile}_A{absolute_orbit:06d}_{sensing:{_STAMP}}"
-    prefix = f"T{mgrs_tile}_{sensing:{_STAMP}}"
+    granule, prefix = take.granule, take.file_prefix
     files = {f"GRANULE/{granule}/IMG_DATA/{prefix}_{band}.jp2": band for band in BAND_IDS}
-    mtd = _l1c_product_xml(name=name, platform=platform, sensing=sensing, generation=generation,
-                           baseline=baseline, relative_orbit=int(relative_orbit), absolute_orbit=absolute_orbit,
-                           granule=granule, image_files=list(files), cloud_cover=float(cloud_cover),
-                           footprint=_footprint_text(grid10))
+    mtd = _l1c_product_xml(take, list(files), float(cloud_cover), _footprint_text(grid10))
 
     def write_safe(safe: Path) -> None:
         (safe / f"GRANULE/{granule}/QI_DATA").mkdir(parents=True)
