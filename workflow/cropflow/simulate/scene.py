@@ -568,8 +568,9 @@ def simulate(
     DEM ``dem.tif`` they were simulated on). ``s2_level`` is the Sentinel-2 processing level written per date:
     "l2a" (the default), "l1c" (TOA, all 13 bands, for Sen2Cor and s2cloudless) or "both". ``s1_slices`` (1 or 2)
     splits every pass into that many consecutive slices of one datatake, the boundary crossing the AOI (seam
-    products: one C2 per slice over its band of grid rows, one coherence per pair of passes). Sentinel-2 products are written per MGRS tile: an AOI across a tile edge gets one product per tile and
-    date, identical in the tiles' overlap.
+    products: one C2 per slice over its band of grid rows, one coherence per pair of passes). Sentinel-2
+    products are written per MGRS tile: an AOI across a tile edge gets one product per tile and date,
+    identical in the tiles' overlap.
     """
     if s2_level not in S2_LEVELS:
         raise ValueError(f"s2_level {s2_level!r}: give one of {', '.join(S2_LEVELS)}")
@@ -661,7 +662,8 @@ def simulate(
                        entropy(seed, "coh", pair.pair))
         scenes = [scene for scene, _ in sliced]
         written = {f"{s.name}_C2.tif" for s in scenes} | {f"{p.pair}_coh.tif" for p in pairs}
-    for folder, names in ((out / "s1", written), (out / "s2", {n for s in s2_summary for n in s.get("products", [s["product"]])})):
+    s2_written = {n for s in s2_summary for n in s.get("products", [s["product"]])}
+    for folder, names in ((out / "s1", written), (out / "s2", s2_written)):
         stale = _stale_files(folder, names)
         if stale:
             logger.warning("%s holds %d file(s) this run did not write (e.g. %s): the workflow will read them too",

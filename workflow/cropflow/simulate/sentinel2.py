@@ -123,8 +123,8 @@ def l2a_name(platform: str, sensing_time: datetime, baseline: str, relative_orbi
         raise ValueError(f"MGRS tile {mgrs_tile!r}: write it as 2 digits and 3 letters, e.g. 52UCU")
     if not 1 <= int(relative_orbit) <= 143:
         raise ValueError(f"relative orbit {relative_orbit}: Sentinel-2 relative orbits are 1..143")
-    return (f"{platform}_MSI{level}_{_utc(sensing_time):{_STAMP}}_N{baseline.replace('.', '')}_R{int(relative_orbit):03d}"
-            f"_T{mgrs_tile}_{_utc(generation_time):{_STAMP}}")
+    return (f"{platform}_MSI{level}_{_utc(sensing_time):{_STAMP}}_N{baseline.replace('.', '')}"
+            f"_R{int(relative_orbit):03d}_T{mgrs_tile}_{_utc(generation_time):{_STAMP}}")
 
 
 def l1c_name(platform: str, sensing_time: datetime, baseline: str, relative_orbit: int, mgrs_tile: str,
