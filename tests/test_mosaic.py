@@ -10,8 +10,10 @@ import rasterio
 
 from cropflow.grid import ProjectGrid
 from cropflow.legend import Legend
-from cropflow.mosaic import majority_filter, mosaic
-from cropflow.raster import write_raster
+from rio_cogeo.cogeo import cog_validate
+
+from cropflow.mosaic import UNCERTAINTY_BANDS, majority_filter, mosaic, mosaic_uncertainty
+from cropflow.raster import cog_writer, read_categories, row_windows, write_raster
 
 LEGEND = Path(__file__).parents[1] / "resources" / "legend.yaml"
 
@@ -208,3 +210,93 @@ def test_tile_off_the_lattice_is_rejected_with_its_name(tmp_path):
     with pytest.raises(ValueError, match="shifted_class.tif.*lattice"):
         mosaic([path], grid, tmp_path / "m.tif", LEGEND, majority=False, cropland_tiles=None)
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_class_mosaic_carries_the_legend_as_class_names(tmp_path):
+    grid = project()
+    out = tmp_path / "mosaic.tif"
+    mosaic(write_tiles(blobby_classes(grid.shape, seed=8), grid, tmp_path, "class"), grid, out, LEGEND,
+           majority=True, cropland_tiles=None)
+    legend = Legend.load(str(LEGEND))
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors
+    assert read_categories(out) == {c.id: c.name for c in legend.classes}
+    with rasterio.open(out) as src:
+        assert src.descriptions == ("class",)
+        assert src.tags(1)["CLASS_2"] == "soybean"
+
+
+def write_class_tile_like_infer(path: Path, classes: np.ndarray, grid: ProjectGrid, legend: Legend) -> None:
+    """A tile class map written the way inference writes it: cog_writer, window by window."""
+    with cog_writer(path, grid, count=1, dtype="uint8", nodata=legend.nodata, tags={"TILE": "t"},
+                    colormap=legend.colormap(), categories=legend.categories(), resampling="MODE") as w:
+        for win in row_windows(grid, 128):
+            w.write(classes[np.newaxis, win.row_off:win.row_off + win.height], win)
+
+
+def test_tile_class_map_is_a_valid_cog_with_overviews_colours_and_class_names(tmp_path):
+    grid = project()
+    legend = Legend.load(str(LEGEND))
+    out = tmp_path / "tile_class.tif"
+    write_class_tile_like_infer(out, blobby_classes(grid.shape, seed=9), grid, legend)
+    valid, errors, warnings = cog_validate(str(out), strict=True)
+    assert valid, (errors, warnings)
+    with rasterio.open(out) as src:
+        assert src.dtypes[0] == "uint8" and src.nodata == 0
+        assert src.overviews(1) and src.block_shapes[0] == (512, 512)
+        assert src.colormap(1)[3] == legend.colormap()[3] and src.colormap(1)[0] == (0, 0, 0, 0)
+    assert read_categories(out) == legend.categories()
+
+
+def write_uncertainty_tiles(values: np.ndarray, classes: np.ndarray, grid: ProjectGrid, folder: Path) -> list[Path]:
+    """Tile uncertainty layers of the issue-6 contract: 3 uint8 bands, round(254 x), 255 where the class is 0."""
+    paths = []
+    for k, sub in enumerate(tile_grids(grid)):
+        w = grid.window_of(sub)
+        rows, cols = slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width)
+        block = np.where(classes[rows, cols] == 0, 255, values[:, rows, cols]).astype(np.uint8)
+        path = folder / f"tile{k}_uncertainty.tif"
+        write_raster(path, block, sub, nodata=255, band_names=list(UNCERTAINTY_BANDS), cog=True)
+        paths.append(path)
+    return paths
+
+
+def test_uncertainty_mosaic_is_masked_like_the_class_mosaic(tmp_path):
+    grid = project()
+    full = blobby_classes(grid.shape, seed=10)
+    rng = np.random.default_rng(11)
+    values = np.rint(254 * rng.random((3, *grid.shape))).astype(np.uint8)
+    crop = np.kron(rng.random((grid.height // 10, grid.width // 10)) < 0.6, np.ones((10, 10))).astype(np.uint8)
+    class_mosaic = tmp_path / "mosaic.tif"
+    mosaic(write_tiles(full, grid, tmp_path, "class"), grid, class_mosaic, LEGEND, majority=True,
+           cropland_tiles=write_tiles(crop, grid, tmp_path, "cropland"))
+    tiles = write_uncertainty_tiles(values, full, grid, tmp_path)
+    out = tmp_path / "mosaic_uncertainty.tif"
+    mosaic_uncertainty(tiles[:3], class_mosaic, grid, out, window_rows=41)
+
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors
+    classes = read(class_mosaic)
+    w3 = grid.window_of(tile_grids(grid)[3])
+    no_tile = np.zeros(grid.shape, bool)
+    no_tile[w3.row_off:w3.row_off + w3.height, w3.col_off:w3.col_off + w3.width] = True
+    expected = np.where((classes == 0) | no_tile, 255, values)
+    assert (classes == 0).any() and (classes != 0).any()
+    with rasterio.open(out) as src:
+        assert src.count == 3 and src.descriptions == UNCERTAINTY_BANDS
+        assert src.dtypes == ("uint8",) * 3 and src.nodata == 255 and src.overviews(1)
+        got = src.read()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_uncertainty_mosaic_names_a_tile_with_other_bands(tmp_path):
+    grid = project()
+    sub = tile_grids(grid)[0]
+    path = tmp_path / "old_uncertainty.tif"
+    write_raster(path, np.zeros((2, *sub.shape), np.uint8), sub, nodata=255, band_names=["a", "b"])
+    class_mosaic = tmp_path / "mosaic.tif"
+    mosaic(write_tiles(blobby_classes(grid.shape, 12), grid, tmp_path, "class"), grid, class_mosaic, LEGEND,
+           majority=False, cropland_tiles=None)
+    with pytest.raises(ValueError, match="old_uncertainty.tif.*confidence"):
+        mosaic_uncertainty([path], class_mosaic, grid, tmp_path / "u.tif")
+    assert not (tmp_path / "u.tif").exists()

@@ -742,6 +742,19 @@ def _mosaic(a):
     mosaic(a.maps, _load_grid(a.grid), a.out, a.legend, a.majority, a.cropland if a.mask_cropland else None)
 
 
+def _mosaic_uncertainty_args(p):
+    p.add_argument("--layers", nargs="+", required=True, help="the tiles' uncertainty COGs")
+    _required("class-mosaic", "grid", "out")(p)
+
+
+@command("mosaic-uncertainty", "county mosaic of the tiles' uncertainty layers, masked like the class mosaic",
+         _mosaic_uncertainty_args)
+def _mosaic_uncertainty(a):
+    from cropflow.mosaic import mosaic_uncertainty
+
+    mosaic_uncertainty(a.layers, a.class_mosaic, _load_grid(a.grid), a.out)
+
+
 # --- report figures -------------------------------------------------------------------------------------
 
 @command("profiles", "temporal profiles per class and band from the train split", _required("train", "legend", "out"))

@@ -70,6 +70,10 @@ class Legend:
                 table[key] = c.id
         return table
 
+    def categories(self) -> dict[int, str]:
+        """Class id -> class name (the class map's category metadata)."""
+        return {c.id: c.name for c in self.classes}
+
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """GDAL colour table: every class colour, nodata transparent."""
         cmap = {c.id: c.rgba for c in self.classes}

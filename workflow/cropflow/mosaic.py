@@ -1,4 +1,5 @@
-"""County mosaic of tile class maps: placed on the project grid, cropland-masked, majority-filtered, as a COG.
+"""County mosaics of tile maps on the project grid, as COGs: the class map (cropland-masked, majority-filtered)
+and the uncertainty layers (masked where the class mosaic is nodata).
 
 The study's post-classification step, a 3x3 majority filter on the map, raised crop recalls by 4-8 points
 (SCIENCE.md, Metrics). The mosaic is built in full-width row windows that read a halo of ``size // 2`` rows
@@ -25,6 +26,11 @@ from cropflow.legend import Legend
 from cropflow.raster import cog_writer, row_windows
 
 log = logging.getLogger(__name__)
+
+#: bands of a tile's uncertainty layer ({tile}_uncertainty.tif), each round(254 x) of a value x in [0, 1]
+UNCERTAINTY_BANDS = ("confidence", "margin", "entropy")
+#: nodata of the uncertainty layers: where the class map is nodata
+UNCERTAINTY_NODATA = 255
 
 #: tolerance (in pixels) for a tile's origin to count as on the project lattice
 _LATTICE_TOLERANCE = 1e-3
@@ -90,18 +96,26 @@ def _place(path: str | os.PathLike, src: rasterio.io.DatasetReader, grid: Projec
     return _Placed(str(path), src, win)
 
 
-def _assemble(placed: Sequence[_Placed], row_start: int, row_stop: int, width: int, fill: int) -> np.ndarray:
-    """Rows ``row_start:row_stop`` of the project grid assembled from tile rasters (band 1), ``fill`` elsewhere."""
-    out = np.full((row_stop - row_start, width), fill, dtype=np.uint8)
+def _assemble(placed: Sequence[_Placed], row_start: int, row_stop: int, width: int, fill: int,
+              count: int = 1) -> np.ndarray:
+    """Rows ``row_start:row_stop`` of the project grid (``count``, rows, width) assembled from the first
+    ``count`` bands of tile rasters; a tile's ``fill`` pixels leave what is already there, ``fill`` elsewhere."""
+    out = np.full((count, row_stop - row_start, width), fill, dtype=np.uint8)
+    bands = list(range(1, count + 1))
     for p in placed:
         w = p.window
         a, b = max(row_start, w.row_off), min(row_stop, w.row_off + w.height)
         if a >= b:
             continue
-        data = p.src.read(1, window=rasterio.windows.Window(0, a - w.row_off, w.width, b - a))
-        target = out[a - row_start:b - row_start, w.col_off:w.col_off + w.width]
+        data = p.src.read(bands, window=rasterio.windows.Window(0, a - w.row_off, w.width, b - a))
+        target = out[:, a - row_start:b - row_start, w.col_off:w.col_off + w.width]
         np.copyto(target, data.astype(np.uint8, copy=False), where=data != fill)
     return out
+
+
+def _open_on_grid(stack: contextlib.ExitStack, paths: Sequence[str | os.PathLike], grid: ProjectGrid) -> list[_Placed]:
+    """Open every raster of ``paths`` (closed with ``stack``) and place it on ``grid``."""
+    return [_place(p, stack.enter_context(rasterio.open(p)), grid) for p in paths]
 
 
 def mosaic(
@@ -132,19 +146,62 @@ def mosaic(
     tags = {"MAJORITY_FILTER": f"{size}x{size}" if majority else "none",
             "CROPLAND_MASK": "yes" if cropland_tiles else "no", "TILES": len(tile_maps)}
     with contextlib.ExitStack() as stack:
-        maps = [_place(p, stack.enter_context(rasterio.open(p)), grid) for p in tile_maps]
-        masks = [_place(p, stack.enter_context(rasterio.open(p)), grid) for p in (cropland_tiles or [])]
+        maps = _open_on_grid(stack, tile_maps, grid)
+        masks = _open_on_grid(stack, cropland_tiles or [], grid)
         windows = row_windows(grid, window_rows)
-        with cog_writer(out_path, grid, count=1, dtype="uint8", nodata=nodata, tags=tags,
-                        colormap=legend.colormap(), resampling="MODE") as writer:
+        with cog_writer(out_path, grid, count=1, dtype="uint8", nodata=nodata, band_names=["class"], tags=tags,
+                        colormap=legend.colormap(), categories=legend.categories(), resampling="MODE") as writer:
             for i, win in enumerate(windows, start=1):
                 start, stop = max(0, win.row_off - halo), min(grid.height, win.row_off + win.height + halo)
-                block = _assemble(maps, start, stop, grid.width, nodata)
+                block = _assemble(maps, start, stop, grid.width, nodata)[0]
                 if cropland_tiles:
-                    block[_assemble(masks, start, stop, grid.width, 0) == 0] = nodata
+                    block[_assemble(masks, start, stop, grid.width, 0)[0] == 0] = nodata
                 if majority:
                     block = majority_filter(block, nodata, size)
                 inner = block[win.row_off - start:win.row_off - start + win.height]
                 writer.write(inner[np.newaxis], win)
                 log.info("mosaic %s: window %d/%d written", out_path, i, len(windows))
     log.info("mosaic of %d tiles written to %s", len(tile_maps), out_path)
+
+
+def mosaic_uncertainty(
+    tile_layers: Sequence[str | os.PathLike],
+    class_mosaic: str | os.PathLike,
+    grid: ProjectGrid,
+    out_path: str | os.PathLike,
+    *,
+    window_rows: int = 512,
+) -> None:
+    """Mosaic the tiles' uncertainty layers onto ``grid`` as a uint8 COG, masked like the class mosaic.
+
+    Each tile layer has the bands :data:`UNCERTAINTY_BANDS` (round(254 x), nodata
+    :data:`UNCERTAINTY_NODATA`). The mosaic keeps them, window by window as the class mosaic is built, and
+    sets every pixel that is nodata in ``class_mosaic`` (outside the cropland, no tile, no observation) to
+    nodata, so both layers cover the same pixels. Values are the tile's: the majority filter changes classes,
+    not the model's confidence in them.
+    """
+    if not tile_layers:
+        raise ValueError(f"no tile uncertainty layer given for {out_path}: run 'infer' first")
+    if window_rows < 1:
+        raise ValueError(f"window_rows must be positive, got {window_rows}")
+    count, fill = len(UNCERTAINTY_BANDS), UNCERTAINTY_NODATA
+    with contextlib.ExitStack() as stack:
+        layers = _open_on_grid(stack, tile_layers, grid)
+        for p in layers:
+            if tuple(p.src.descriptions) != UNCERTAINTY_BANDS or p.src.nodata != fill:
+                raise ValueError(f"{p.path} has bands {p.src.descriptions} and nodata {p.src.nodata}, not "
+                                 f"{UNCERTAINTY_BANDS} with nodata {fill}: rerun its 'infer' job")
+        classes = _open_on_grid(stack, [class_mosaic], grid)[0]
+        if classes.window != rasterio.windows.Window(0, 0, grid.width, grid.height):
+            raise ValueError(f"{class_mosaic} does not cover the project grid: rerun its 'mosaic' job")
+        windows = row_windows(grid, window_rows)
+        tags = {"TILES": len(tile_layers), "SCALE": "value = round(254 x), x in [0, 1]",
+                "MASK": os.path.basename(class_mosaic)}
+        with cog_writer(out_path, grid, count=count, dtype="uint8", nodata=fill, band_names=list(UNCERTAINTY_BANDS),
+                        tags=tags, resampling="AVERAGE") as writer:
+            for i, win in enumerate(windows, start=1):
+                block = _assemble(layers, win.row_off, win.row_off + win.height, grid.width, fill, count)
+                block[:, classes.src.read(1, window=win) == classes.src.nodata] = fill
+                writer.write(block, win)
+                log.info("uncertainty mosaic %s: window %d/%d written", out_path, i, len(windows))
+    log.info("uncertainty mosaic of %d tiles written to %s", len(tile_layers), out_path)

@@ -69,9 +69,10 @@ class RasterWriter:
     def __init__(self, path: str | os.PathLike, grid: ProjectGrid, *, count: int, dtype: str,
                  nodata: float | int | None = None, band_names: Sequence[str] | None = None,
                  tags: Mapping[str, object] | None = None,
-                 colormap: Mapping[int, tuple[int, int, int, int]] | None = None):
+                 colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+                 categories: Mapping[int, str] | None = None):
         self.path, self.grid, self.count, self.dtype, self.nodata = path, grid, count, dtype, nodata
-        self.band_names, self.tags, self.colormap = band_names, tags, colormap
+        self.band_names, self.tags, self.colormap, self.categories = band_names, tags, colormap, categories
 
     def __enter__(self) -> "RasterWriter":
         self._atomic = atomic_path(self.path)
@@ -81,6 +82,8 @@ class RasterWriter:
             self._dst.set_band_description(i, name)
         if self.tags:
             self._dst.update_tags(**{k: str(v) for k, v in self.tags.items()})
+        if self.categories:
+            self._dst.update_tags(1, **category_tags(self.categories))
         if self.colormap:
             # before any block is written: GDAL cannot change the photometric tag of a TIFF being written
             self._dst.write_colormap(1, dict(self.colormap))
@@ -105,23 +108,41 @@ def cog_writer(
     band_names: Sequence[str] | None = None,
     tags: Mapping[str, object] | None = None,
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    categories: Mapping[int, str] | None = None,
     resampling: str = "NEAREST",
 ) -> Iterator[RasterWriter]:
     """A :class:`~cropflow.raster.RasterWriter` whose GeoTIFF becomes a COG (with overviews) on ``path``.
 
-    Windows are written to a tiled GeoTIFF next to the output; on a clean exit the colour table is set on
-    band 1 and GDAL's COG driver copies it to ``path`` atomically (``resampling`` builds the overviews).
-    On error nothing is left at ``path``.
+    Windows are written to a tiled GeoTIFF next to the output; on a clean exit GDAL's COG driver copies it
+    to ``path`` atomically (``resampling`` builds the overviews). Band descriptions, tags, the colour table
+    of band 1 and ``categories`` (class id -> name, as band 1 metadata, see :func:`category_tags`) are
+    carried into the COG's GDAL metadata, which gdalinfo and QGIS show. On error nothing is left at ``path``.
     """
     with atomic_path(path) as tmp:
         plain = tmp.with_name("plain.tif")
         with RasterWriter(plain, grid, count=count, dtype=dtype, nodata=nodata, band_names=band_names,
-                          tags=tags, colormap=colormap) as writer:
+                          tags=tags, colormap=colormap, categories=categories) as writer:
             yield writer
         rasterio.shutil.copy(plain, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512,
                              OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER")
         plain.unlink()
 
+
+def category_tags(categories: Mapping[int, str]) -> dict[str, str]:
+    """Band metadata naming the classes of a class band: ``CLASS_<id>`` = name for every class id.
+
+    GeoTIFF has no in-file category table (GDAL keeps category names and attribute tables in a ``.aux.xml``
+    sidecar), so the names travel as band metadata in the file itself, listed by ``gdalinfo`` and QGIS.
+    """
+    return {f"CLASS_{class_id}": name for class_id, name in sorted(categories.items())}
+
+
+def read_categories(path: str | os.PathLike) -> dict[int, str]:
+    """Class id -> name of band 1 of a class raster, from its :func:`category_tags` metadata."""
+    with rasterio.open(path) as src:
+        tags = src.tags(1)
+    return {int(k.removeprefix("CLASS_")): v for k, v in tags.items() if k.startswith("CLASS_")
+            and k.removeprefix("CLASS_").isdigit()}
 
 
 def row_windows(grid: ProjectGrid, rows: int) -> list[rasterio.windows.Window]:
