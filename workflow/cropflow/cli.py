@@ -755,6 +755,30 @@ def _mosaic_uncertainty(a):
     mosaic_uncertainty(a.layers, a.class_mosaic, _load_grid(a.grid), a.out)
 
 
+def _stac_args(p):
+    p.add_argument("--maps", required=True, help="the maps folder (results/maps), one subfolder per model")
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--tiles", nargs="+", required=True)
+    p.add_argument("--cubes", nargs="+", required=True, help="the tiles' cubes, in --tiles order")
+    p.add_argument("--probabilities", action="store_true", help="the tiles have probability maps")
+    p.add_argument("--config", type=_json, required=True, help="the resolved workflow config as JSON")
+    p.add_argument("--schemas", default=None, help="folder of local STAC extension schemas")
+    _required("legend", "out")(p)
+
+
+@command("stac", "STAC catalog of the maps: a collection per model, an item per tile and for the mosaic",
+         _stac_args)
+def _stac(a):
+    from cropflow.legend import Legend
+    from cropflow.stac import OfflineValidator, maps_catalog, write_catalog
+
+    if len(a.tiles) != len(a.cubes):
+        raise ValueError(f"{len(a.tiles)} tiles but {len(a.cubes)} cubes: give one cube per tile")
+    catalog = maps_catalog(a.maps, a.models, dict(zip(a.tiles, a.cubes)), legend=Legend.load(a.legend),
+                           config=a.config, probabilities=a.probabilities)
+    write_catalog(catalog, a.out, OfflineValidator(a.schemas))
+
+
 # --- report figures -------------------------------------------------------------------------------------
 
 @command("profiles", "temporal profiles per class and band from the train split", _required("train", "legend", "out"))
