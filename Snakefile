@@ -22,6 +22,7 @@ include: "rules/stack.smk"
 include: "rules/samples.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
+include: "rules/stac.smk"
 include: "rules/report.smk"
 
 

@@ -49,6 +49,8 @@ def check_model_config():
 
 # settings that cannot run stop here, before the inputs are scanned
 check_model_config()
+#: models whose maps the workflow makes (tiles, mosaics, STAC): the pixel models
+MAPPED_MODELS = [model for model in MODELS if model_kind(model) == "pixel"]
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
 SPLITS = ["train", "val", "test"]
@@ -217,8 +219,11 @@ def get_final_outputs():
     ]
     for model in MODELS:
         outputs += [f"results/metrics/{model}.json", f"results/metrics/{model}_confusion.png"]
-        if model_kind(model) == "pixel":
-            outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/quicklook.png"]
+    for model in MAPPED_MODELS:
+        outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/mosaic_uncertainty.tif",
+                    f"results/maps/{model}/quicklook.png"]
+    if MAPPED_MODELS:
+        outputs += ["results/stac"]
     outputs += get_compared_metrics() + ["results/metrics/comparison.csv"]
     if config["inseason"]["enabled"]:
         outputs += [f"results/inseason/{config['inseason']['model']}.csv"]
@@ -227,6 +232,17 @@ def get_final_outputs():
     if config["selection"]["enabled"]:
         outputs += ["results/selection/bands.json"]
     return outputs
+
+
+def get_stac_inputs(wildcards):
+    """Every map the STAC catalog describes (tile class and uncertainty maps, mosaics) and the tiles' cubes,
+    whose attributes name the input products."""
+    maps = []
+    for model in MAPPED_MODELS:
+        maps += expand("results/maps/{model}/{tile}_{kind}.tif", model=model, tile=TILES,
+                       kind=["class", "uncertainty"])
+        maps += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/mosaic_uncertainty.tif"]
+    return {"maps": maps, "cubes": expand("results/cubes/{tile}.zarr", tile=TILES)}
 
 
 def finetuned_model():

@@ -47,3 +47,19 @@ rule mosaic:
     shell:
         "python -m cropflow mosaic --maps {input.maps} --cropland {input.cropland} --grid {input.grid}"
         " --legend {input.legend} {params.majority} {params.mask} --out {output} > {log} 2>&1"
+
+
+rule mosaic_uncertainty:
+    input:
+        layers=expand("results/maps/{{model}}/{tile}_uncertainty.tif", tile=TILES),
+        mosaic="results/maps/{model}/mosaic.tif",
+        grid="results/grid/grid.json",
+    output:
+        "results/maps/{model}/mosaic_uncertainty.tif",
+    log:
+        "logs/mosaic_uncertainty/{model}.log",
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow mosaic-uncertainty --layers {input.layers} --class-mosaic {input.mosaic}"
+        " --grid {input.grid} --out {output} > {log} 2>&1"

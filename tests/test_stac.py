@@ -150,3 +150,25 @@ def test_extension_fields_are_validated_against_a_local_schema(catalog_dir, tmp_
     with pytest.raises(STACValidationError, match="proj:code|EPSG"):
         validate_catalog(catalog_dir / "catalog.json", validator)
     assert uri not in validator.unchecked
+
+
+def test_stac_command_writes_a_valid_catalog(tmp_path, no_network, caplog):
+    from cropflow.cli import main
+
+    results = tmp_path / "results"
+    cubes = write_maps(results)
+    legend = Path(__file__).parents[1] / "resources" / "legend.yaml"
+    code = main(["stac", "--maps", str(results / "maps"), "--models", "rf", "--tiles", *cubes,
+                 "--cubes", *map(str, cubes.values()), "--legend", str(legend), "--config", json.dumps(CONFIG),
+                 "--out", str(results / "stac")])
+    assert code == 0
+    assert validate_catalog(results / "stac" / "catalog.json") == 5
+    item = pystac.Item.from_file(str(results / "stac" / "rf" / "rf_mosaic" / "rf_mosaic.json"))
+    assert item.properties["cropflow:config_sha256"] == config_hash(CONFIG)
+    # asked for probability maps that were not written: named, and the catalog is left as it was
+    code = main(["stac", "--maps", str(results / "maps"), "--models", "rf", "--tiles", *cubes,
+                 "--cubes", *map(str, cubes.values()), "--legend", str(legend), "--config", json.dumps(CONFIG),
+                 "--probabilities", "--out", str(results / "stac")])
+    assert code == 1 and "E0320000N5330000_proba.tif" in caplog.text
+    assert item.to_dict()["properties"] == pystac.Item.from_file(
+        str(results / "stac" / "rf" / "rf_mosaic" / "rf_mosaic.json")).to_dict()["properties"]

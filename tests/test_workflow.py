@@ -18,10 +18,13 @@ import pytest
 import rasterio
 import shapely
 import yaml
+from rio_cogeo.cogeo import cog_validate
 
 from cropflow.cube import open_cube
 from cropflow.grid import ProjectGrid
 from cropflow.legend import Legend
+from cropflow.mosaic import UNCERTAINTY_BANDS
+from cropflow.raster import read_categories
 from cropflow.sampleset import load_split
 from cropflow.simulate.sentinel2 import write_l2a
 
@@ -107,6 +110,24 @@ def test_map_on_project_grid_with_legend_values(demo):
             assert src.colormap(1)[legend.ids[0]][:3] == legend.classes[0].rgba[:3]
 
 
+def test_maps_are_valid_cogs_with_uncertainty_mosaic_and_stac_catalog(demo):
+    from cropflow.stac import validate_catalog
+
+    legend = Legend.load(str(LEGEND))
+    maps = demo / "results" / "maps"
+    for model in ("rf", "tempcnn"):
+        for path in [maps / model / "mosaic.tif", maps / model / "mosaic_uncertainty.tif",
+                     *(maps / model / f"{tile}_class.tif" for tile in TILES)]:
+            valid, errors, _ = cog_validate(str(path))
+            assert valid, (path, errors)
+        assert read_categories(maps / model / "mosaic.tif") == legend.categories()
+        with rasterio.open(maps / model / "mosaic.tif") as m, rasterio.open(maps / model / "mosaic_uncertainty.tif") as u:
+            assert u.descriptions == UNCERTAINTY_BANDS and u.nodata == 255
+            np.testing.assert_array_equal(u.read(1) == 255, m.read(1) == 0)
+    # catalog, one collection per mapped model, an item per tile and one for the mosaic
+    assert validate_catalog(demo / "results" / "stac" / "catalog.json") == 1 + 2 * (1 + len(TILES) + 1)
+
+
 def test_accuracy_above_threshold(demo):
     metrics = json.loads((demo / "results" / "metrics" / "rf.json").read_text())
     assert metrics["oa"] >= MIN_OA_RF, metrics["oa"]
@@ -181,6 +202,7 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
         assert unaffected not in jobs, (unaffected, jobs)
     # the model is retrained on the new samples, so every tile is mapped again
     assert jobs.get("train") == 2 and jobs.get("infer") == 2 * len(TILES) and jobs.get("mosaic") == 2
+    assert jobs.get("mosaic_uncertainty") == 2 and jobs.get("stac") == 1
 
 
 @pytest.mark.parametrize(

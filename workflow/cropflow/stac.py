@@ -239,6 +239,11 @@ def maps_catalog(maps_dir: str | os.PathLike, models: Sequence[str], cubes: Mapp
         raise ValueError(f"the cubes {sorted(map(str, cubes.values()))} record no acquisition: rerun 'stack'")
     interval = season_interval(config["season"]["start"], config["season"]["end"], int(dates[0][:4]))
     sha = config_hash(config)
+    if probabilities:
+        expected = [Path(maps_dir) / model / f"{tile}_proba.tif" for model in models for tile in cubes]
+        missing = [str(path) for path in expected if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"probability maps {missing[:3]} are missing: rerun their 'infer' jobs")
     collections = []
     for model in models:
         folder = Path(maps_dir) / model
