@@ -143,9 +143,10 @@ def test_extension_fields_are_validated_against_a_local_schema(catalog_dir, tmp_
     schema_file = tmp_path / "schemas" / uri.removeprefix("https://stac-extensions.github.io/")
     schema_file.parent.mkdir(parents=True)
     # a stand-in extension schema that requires an integer proj:code, which a valid item does not have
+    integer_code = {"properties": {"proj:code": {"type": "integer"}}}
     schema_file.write_text(json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "$id": uri,
                                        "type": "object", "required": ["properties"],
-                                       "properties": {"properties": {"properties": {"proj:code": {"type": "integer"}}}}}))
+                                       "properties": {"properties": integer_code}}))
     validator = OfflineValidator(tmp_path / "schemas")
     with pytest.raises(STACValidationError, match="proj:code|EPSG"):
         validate_catalog(catalog_dir / "catalog.json", validator)
