@@ -300,3 +300,20 @@ def test_uncertainty_mosaic_names_a_tile_with_other_bands(tmp_path):
     with pytest.raises(ValueError, match="old_uncertainty.tif.*confidence"):
         mosaic_uncertainty([path], class_mosaic, grid, tmp_path / "u.tif")
     assert not (tmp_path / "u.tif").exists()
+
+
+def test_mosaic_uncertainty_command(tmp_path):
+    import json
+
+    from cropflow.cli import main
+
+    grid = project()
+    full = blobby_classes(grid.shape, seed=13)
+    values = np.full((3, *grid.shape), 200, np.uint8)
+    class_mosaic = tmp_path / "mosaic.tif"
+    mosaic(write_tiles(full, grid, tmp_path, "class"), grid, class_mosaic, LEGEND, majority=False, cropland_tiles=None)
+    (tmp_path / "grid.json").write_text(json.dumps(grid.to_dict()))
+    out = tmp_path / "mosaic_uncertainty.tif"
+    assert main(["mosaic-uncertainty", "--layers", *map(str, write_uncertainty_tiles(values, full, grid, tmp_path)),
+                 "--class-mosaic", str(class_mosaic), "--grid", str(tmp_path / "grid.json"), "--out", str(out)]) == 0
+    np.testing.assert_array_equal(read(out), np.where(full == 0, 255, 200))
