@@ -18,8 +18,8 @@ from pystac.extensions.projection import ProjectionExtension
 from cropflow.grid import ProjectGrid
 from cropflow.legend import Legend
 from cropflow.mosaic import UNCERTAINTY_BANDS
-from cropflow.stac import OfflineValidator, config_hash, maps_catalog, season_interval, validate_catalog, write_catalog
 from cropflow.raster import write_raster
+from cropflow.stac import OfflineValidator, config_hash, maps_catalog, season_interval, validate_catalog, write_catalog
 
 LEGEND = Legend.load(str(Path(__file__).parents[1] / "resources" / "legend.yaml"))
 TILES = {"E0320000N5330000": (320000.0, 5330000.0), "E0320600N5330000": (320600.0, 5330000.0)}
