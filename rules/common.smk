@@ -221,7 +221,7 @@ def get_final_outputs():
         outputs += [f"results/metrics/{model}.json", f"results/metrics/{model}_confusion.png"]
     for model in MAPPED_MODELS:
         outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/mosaic_uncertainty.tif",
-                    f"results/maps/{model}/quicklook.png"]
+                    f"results/maps/{model}/quicklook.png", f"results/maps/{model}/uncertainty.png"]
     if MAPPED_MODELS:
         outputs += ["results/stac"]
     outputs += get_compared_metrics() + ["results/metrics/comparison.csv"]

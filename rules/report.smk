@@ -1,4 +1,4 @@
-# Report figures: temporal profiles per class from the train split, and a quicklook of each mosaic.
+# Report figures: temporal profiles per class from the train split, quicklooks of each mosaic and its uncertainty.
 
 
 rule profiles:
@@ -36,6 +36,24 @@ rule quicklook:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow quicklook --mosaic {input.mosaic} --legend {input.legend} --out {output} > {log} 2>&1"
+
+
+rule uncertainty_quicklook:
+    input:
+        "results/maps/{model}/mosaic_uncertainty.tif",
+    output:
+        report(
+            "results/maps/{model}/uncertainty.png",
+            caption="../report/uncertainty.rst",
+            category="Map uncertainty",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/uncertainty_quicklook/{model}.log",
+    conda:
+        "../envs/geo.yaml"
+    shell:
+        "python -m cropflow uncertainty-quicklook --uncertainty {input} --out {output} > {log} 2>&1"
 
 
 rule s2_selection:

@@ -80,3 +80,19 @@ def test_quicklook_missing_map_names_the_file(tmp_path):
 @pytest.mark.parametrize("span, expected", [(20.0, 2.0), (7.0, 1.0), (120.0, 20.0), (3.0, 0.5)])
 def test_nice_length(span, expected):
     assert nice_length(span) == pytest.approx(expected)
+
+
+def test_uncertainty_quicklook_has_a_panel_per_band(tmp_path):
+    from cropflow.figures import uncertainty_quicklook
+
+    grid = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5330000.0, 330000.0, 5335000.0))
+    values = np.broadcast_to(np.linspace(0, 254, grid.width).astype(np.uint8), (3, *grid.shape)).copy()
+    values[:, :100] = 255
+    path = tmp_path / "mosaic_uncertainty.tif"
+    write_raster(path, values, grid, nodata=255, band_names=["confidence", "margin", "entropy"], cog=True)
+    out = tmp_path / "uncertainty.png"
+    uncertainty_quicklook(path, out, max_size=200)
+    image = matplotlib.image.imread(out)
+    assert image.shape[1] > 2 * image.shape[0], "three panels side by side"
+    with pytest.raises(FileNotFoundError, match="nothere.tif"):
+        uncertainty_quicklook(tmp_path / "nothere.tif", tmp_path / "u.png")

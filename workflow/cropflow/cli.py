@@ -796,6 +796,14 @@ def _quicklook(a):
     quicklook(a.mosaic, a.legend, a.out)
 
 
+@command("uncertainty-quicklook", "PNG quicklook of an uncertainty mosaic, one panel per band",
+         _required("uncertainty", "out"))
+def _uncertainty_quicklook(a):
+    from cropflow.figures import uncertainty_quicklook
+
+    uncertainty_quicklook(a.uncertainty, a.out)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cropflow", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -153,3 +153,29 @@ def quicklook(
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def uncertainty_quicklook(path: str | os.PathLike, out_png: str | os.PathLike, max_size: int = 800) -> None:
+    """A PNG of an uncertainty mosaic: one panel per band (confidence, margin, entropy) on a 0-1 scale
+    (the stored round(254 x) divided by 254), decimated to at most ``max_size`` pixels a side, nodata blank."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"uncertainty map {path} does not exist: run the 'mosaic_uncertainty' stage")
+    with rasterio.open(path) as src:
+        scale = max(1.0, max(src.width, src.height) / max_size)
+        shape = (src.count, max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        data = src.read(out_shape=shape, resampling=Resampling.nearest, masked=True)
+        names = [d or f"band {i}" for i, d in enumerate(src.descriptions, start=1)]
+        b = src.bounds
+    extent = (b.left / 1000.0, b.right / 1000.0, b.bottom / 1000.0, b.top / 1000.0)
+    fig = Figure(figsize=(5.0 * len(names), 4.6))
+    for ax, band, name in zip(fig.subplots(1, len(names), squeeze=False)[0], data, names):
+        image = ax.imshow(band / 254.0, extent=extent, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("easting (km)")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.axes[0].set_ylabel("northing (km)")
+    fig.suptitle(os.path.basename(path), fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
