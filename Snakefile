@@ -23,6 +23,8 @@ include: "rules/samples.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/report.smk"
+include: "rules/areas.smk"
+include: "rules/changes.smk"
 
 
 rule all:
