@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from cropflow.atomic import atomic_path
+from cropflow.pixelcount import count_classes, count_classes_by_unit
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,6 @@ def area_report(metrics_json: str | os.PathLike, class_map: str | os.PathLike, o
                 window_rows: int = 1024) -> pd.DataFrame:
     """The areas table of a class map: the whole map (unit ``aoi``) and, with ``boundaries``, every unit
     named by ``unit_field``; written to ``out_csv``."""
-    from cropflow.pixelcount import count_classes, count_classes_by_unit
-
     counts, ids, names = load_error_matrix(metrics_json)
     whole, pixel_ha = count_classes(class_map, ids, window_rows=window_rows, context=str(metrics_json))
     mapped = {WHOLE_MAP: whole}
@@ -241,8 +240,9 @@ def area_report(metrics_json: str | os.PathLike, class_map: str | os.PathLike, o
         mapped |= units
     table = estimate_table(counts, mapped, names, pixel_ha)
     write_areas(table, out_csv)
-    for row in table[table["unit"] == WHOLE_MAP].itertuples():
-        log.info("%s: mapped %.1f ha, adjusted %.1f +- %.1f ha", row[2], row.mapped_ha, row.adjusted_ha,
-                 row.ci95_ha)
+    whole_map = table[table["unit"] == WHOLE_MAP]
+    for name, mapped_ha, adjusted_ha, ci95_ha in zip(whole_map["class"], whole_map["mapped_ha"],
+                                                      whole_map["adjusted_ha"], whole_map["ci95_ha"], strict=True):
+        log.info("%s: mapped %.1f ha, adjusted %.1f +- %.1f ha", name, mapped_ha, adjusted_ha, ci95_ha)
     log.info("areas of %d unit(s) written to %s", len(mapped), out_csv)
     return table

@@ -74,8 +74,9 @@ def count_classes_by_unit(path: str | os.PathLike, ids: Sequence[int], boundarie
 
     units = gpd.read_file(boundaries)
     if unit_field not in units.columns:
-        raise ValueError(f"{boundaries} has no attribute {unit_field!r} (it has {[c for c in units.columns if c != 'geometry']}): "
-                         "set areas.unit_field to the attribute naming the units")
+        attributes = [c for c in units.columns if c != units.geometry.name]
+        raise ValueError(f"{boundaries} has no attribute {unit_field!r} (it has {attributes}): set "
+                         "areas.unit_field to the attribute naming the units")
     if units.crs is None:
         raise ValueError(f"{boundaries} has no CRS: define it (e.g. with ogr2ogr -a_srs) so the units can be placed")
     units = units[units.geometry.notna() & ~units.geometry.is_empty]
