@@ -24,6 +24,8 @@ include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/stac.smk"
 include: "rules/report.smk"
+include: "rules/areas.smk"
+include: "rules/changes.smk"
 
 
 rule all:

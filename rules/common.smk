@@ -2,6 +2,7 @@
 # input functions used by the rule files. Rules themselves only wire files.
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -47,10 +48,56 @@ def check_model_config():
         raise ValueError(f"inseason.model {config['inseason']['model']} is a patch model; set samples.patches: true")
 
 
+def get_area_boundaries(wildcards):
+    """The administrative units the areas are also estimated for ([] for the whole map only)."""
+    return [config["areas"]["boundaries"]] if config["areas"]["boundaries"] else []
+
+
+def area_unit_args():
+    """The areas command's unit options (none without areas.boundaries)."""
+    boundaries = config["areas"]["boundaries"]
+    if not boundaries:
+        return ""
+    return f"--boundaries {shlex.quote(boundaries)} --unit-field {shlex.quote(config['areas']['unit_field'])}"
+
+
+def map_side(side):
+    """A compare_maps side as (label, class-map path): an enabled pixel model's mosaic, or a GeoTIFF path."""
+    if side in MODELS:
+        if side not in MAPPED_MODELS:
+            raise ValueError(f"compare_maps: {side} is a patch model, which is evaluated but not mapped; "
+                             f"compare mapped models ({', '.join(MAPPED_MODELS)}) or class-map GeoTIFFs")
+        return side, f"results/maps/{side}/mosaic.tif"
+    path = Path(side)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        raise ValueError(f"compare_maps: {side!r} is neither an enabled pixel model ({', '.join(MAPPED_MODELS)}) "
+                         "nor an existing class-map GeoTIFF (.tif); enable the model or fix the path")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem):
+        raise ValueError(f"compare_maps: the file name of {side!r} names its outputs; rename it to letters, "
+                         "digits, '_', '.' or '-' only")
+    return path.stem, side
+
+
+def map_comparisons():
+    """{'<a>_vs_<b>': (path a, path b, label a, label b)} of compare_maps, checked at DAG building."""
+    pairs = {}
+    for entry in config["compare_maps"]:
+        (label_a, path_a), (label_b, path_b) = map_side(entry["a"]), map_side(entry["b"])
+        name = f"{label_a}_vs_{label_b}"
+        if label_a == label_b:
+            raise ValueError(f"compare_maps: {entry['a']!r} and {entry['b']!r} have one name {label_a!r}; "
+                             "compare two different maps (rename one file)")
+        if name in pairs:
+            raise ValueError(f"compare_maps: the comparison {name} is configured twice")
+        pairs[name] = (path_a, path_b, label_a, label_b)
+    return pairs
+
+
 # settings that cannot run stop here, before the inputs are scanned
 check_model_config()
 #: models whose maps the workflow makes (tiles, mosaics, STAC): the pixel models
 MAPPED_MODELS = [model for model in MODELS if model_kind(model) == "pixel"]
+MAP_COMPARISONS = map_comparisons()
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
 SPLITS = ["train", "val", "test"]
@@ -231,6 +278,10 @@ def get_final_outputs():
         outputs += [f"results/interpret/{model}" for model in MODELS]
     if config["selection"]["enabled"]:
         outputs += ["results/selection/bands.json"]
+    if config["areas"]["enabled"]:
+        outputs += [f"results/areas/{model}.csv" for model in MAPPED_MODELS]
+    for name in MAP_COMPARISONS:
+        outputs += expand("results/changes/{name}{suffix}", name=name, suffix=[".tif", "_transitions.csv", ".json"])
     return outputs
 
 
@@ -243,6 +294,16 @@ def get_stac_inputs(wildcards):
                        kind=["class", "uncertainty"])
         maps += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/mosaic_uncertainty.tif"]
     return {"maps": maps, "cubes": expand("results/cubes/{tile}.zarr", tile=TILES)}
+
+
+def get_change_inputs(wildcards):
+    path_a, path_b, _, _ = MAP_COMPARISONS[wildcards.change]
+    return {"a": path_a, "b": path_b}
+
+
+def change_labels(wildcards):
+    _, _, label_a, label_b = MAP_COMPARISONS[wildcards.change]
+    return f"{shlex.quote(label_a)} {shlex.quote(label_b)}"
 
 
 def finetuned_model():

@@ -139,6 +139,18 @@ def test_accuracy_above_threshold(demo):
     assert set(deep["per_class"]) >= {"maize", "soybean"}
 
 
+
+def test_area_estimates_for_every_mapped_model(demo):
+    for model in ("rf", "tempcnn"):
+        table = pd.read_csv(demo / "results" / "areas" / f"{model}.csv")
+        assert set(table["unit"]) == {"aoi"}
+        with rasterio.open(demo / "results" / "maps" / model / "mosaic.tif") as src:
+            mapped_ha = (src.read(1) > 0).sum() * 0.01
+        assert table["mapped_ha"].sum() == pytest.approx(mapped_ha, abs=0.1)
+        assert table["adjusted_ha"].sum() == pytest.approx(mapped_ha, abs=0.1), "adjusted areas keep the total"
+        assert table["ci95_ha"].notna().any() and (table["ci95_ha"].dropna() >= 0).all()
+        assert 0 < table.set_index("class").loc["soybean", "users_accuracy"] <= 1
+
 def test_every_parcel_accounted_for(demo):
     summary = json.loads((demo / "results" / "partition" / "split_report.json").read_text())
     n_input = len(gpd.read_file(demo / "data" / "parcels.gpkg"))
@@ -215,6 +227,8 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
         ("partition", {"cell_size": 500, "fractions": {"train": 1.5, "val": 0.2, "test": 0.2}, "candidates": 10,
                        "subsample": 1.0, "min_pixels": 1}, "train"),
         ("models", {"enabled": ["resnet"]}, "resnet"),
+        ("areas", {"enabled": True, "boundaries": None}, "unit_field"),
+        ("compare_maps", [{"a": "tempcnn"}], "'b' is a required property"),
     ],
 )
 def test_bad_config_value_names_the_key(tmp_path, key, value, message):
@@ -236,6 +250,17 @@ def test_patch_model_without_patches_stops_naming_the_setting(tmp_path):
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "convstar3d is a patch model; set samples.patches: true" in proc.stdout + proc.stderr
 
+
+
+@pytest.mark.parametrize(("side", "message"), [
+    ("maps/2022.tif", "compare_maps: 'maps/2022.tif' is neither an enabled pixel model"),
+    ("cnn3d", "compare_maps: 'cnn3d' is neither"),
+])
+def test_compare_maps_side_that_is_not_a_map_stops_naming_it(tmp_path, side, message):
+    gpd.GeoDataFrame(geometry=[shapely.box(*AOI_BOUNDS)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
+    write_config(tmp_path, compare_maps=[{"a": "tempcnn", "b": side}])
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
 
 def test_alternative_settings_run_end_to_end(tmp_path):
     """Seam products (engine preprocessed) cut into two slices per pass, separate time axes per source, KNN gap

@@ -777,6 +777,43 @@ def _stac(a):
     catalog = maps_catalog(a.maps, a.models, dict(zip(a.tiles, a.cubes)), legend=Legend.load(a.legend),
                            config=a.config, probabilities=a.probabilities)
     write_catalog(catalog, a.out, OfflineValidator(a.schemas))
+# --- area statistics and map comparison -----------------------------------------------------------------
+
+def _areas_args(p):
+    _required("metrics", "map", "out")(p)
+    p.add_argument("--boundaries", default=None, help="vector file of administrative units (optional)")
+    p.add_argument("--unit-field", default=None, help="attribute of --boundaries naming each unit")
+    p.add_argument("--window-rows", type=int, default=1024)
+
+
+@command("areas", "error-adjusted class areas with 95 percent confidence intervals (Olofsson et al. 2014)", _areas_args)
+def _areas(a):
+    from cropflow.areas import area_report
+
+    if a.boundaries and not a.unit_field:
+        raise ValueError(f"--boundaries {a.boundaries} needs --unit-field (areas.unit_field), the attribute naming "
+                         "the units")
+    area_report(a.metrics, a.map, a.out, boundaries=a.boundaries, unit_field=a.unit_field,
+                window_rows=a.window_rows)
+
+
+def _change_map_args(p):
+    _required("a", "b", "grid", "legend", "out", "out-csv", "out-json")(p)
+    p.add_argument("--labels", nargs=2, metavar=("A", "B"), default=None, help="names of the two maps")
+    p.add_argument("--window-rows", type=int, default=1024)
+
+
+@command("change-map", "change map and transition matrix of two class maps on the project grid", _change_map_args)
+def _change_map(a):
+    from pathlib import Path
+
+    from cropflow.changes import compare_maps, write_comparison
+    from cropflow.legend import Legend
+
+    legend = Legend.load(a.legend)
+    comparison = compare_maps(a.a, a.b, _load_grid(a.grid), legend, a.out, window_rows=a.window_rows)
+    labels = tuple(a.labels) if a.labels else (Path(a.a).stem, Path(a.b).stem)
+    write_comparison(comparison, legend, a.out_csv, a.out_json, labels)
 
 
 # --- report figures -------------------------------------------------------------------------------------
