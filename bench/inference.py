@@ -30,13 +30,15 @@ Measured, per model, in one run:
   FLOPs only (the forest is not counted); rf: no FLOPs;
 - projections for Bei'an (71.5 Mpx at 10 m, 26 time steps, tiles of 1000 x 1000 px): on these 2 cores,
   pixels / steady end-to-end px/s + one load per tile; on a GPU, the printed assumption: an NVIDIA A100's FP32
-  peak (19.5 TFLOP/s, no tensor cores) reached at the same fraction as the predict-only fraction of sgemm here,
-  with the reading and writing kept off the critical path by the CPUs of the node.
+  peak (19.5 TFLOP/s, no tensor cores) reached at the predict-only fraction of sgemm measured here, at most
+  50 %, with the reading and writing kept off the critical path by the CPUs of the node.
 
 --memory instead runs the real tile job, ``python -m cropflow infer`` (tempcnn by default, --memory-model),
 as a subprocess on every tile of a 1-tile county and of a 4-tile county (cubes of --memory-size x
---memory-size px, 26 dates x 16 bands, each built from its own products) and reports each job's peak
-resident memory (ru_maxrss of the child, os.wait4): equal within noise across counties and at most 4 GB.
+--memory-size px, --memory-rows rows if given, 26 dates x 16 bands, each built from its own products) and
+reports each job's peak resident memory (ru_maxrss of the child, os.wait4): equal within noise across counties
+and at most 4 GB. A job's peak stays level from its second window on (the previous window's series are held
+while the next one is read), so 512 rows (--memory-rows 512, 2 windows) stand for a 1000-row tile.
 
     PYTHONPATH=workflow .venv/bin/python bench/inference.py [--models tempcnn,conv1d] [--rows 256] [--cols 1000]
     PYTHONPATH=workflow .venv/bin/python bench/inference.py --memory [--memory-size 1000]
@@ -89,6 +91,7 @@ NOISE = 2.5  # per-pixel noise (class signatures differ by about 1)
 SKLEARN_PARAMS = {"conv1d_rf": {"epochs": 1}}  # rf: registry defaults
 BEIAN_PX, TILE_PX = 71.5e6, 1000 * 1000
 GPU = ("NVIDIA A100", 19.5e12)  # FP32 peak without tensor cores
+GPU_FRACTION = 0.5  # at most this fraction of the GPU's peak is assumed
 MEMORY_LIMIT = 4 * 2**30
 
 
@@ -351,7 +354,8 @@ def print_report(rows: list[Row], args) -> None:
     tiles = math.ceil(BEIAN_PX / TILE_PX)
     print(f"\nBei'an at 10 m: {BEIAN_PX / 1e6:.1f} Mpx, 26 time steps, {tiles} tiles of 1000 x 1000 px")
     print(f"GPU assumption: {GPU[0]}, FP32 peak {GPU[1] / 1e12:.1f} TFLOP/s (no tensor cores), reached at the "
-          "model's predict-only fraction of sgemm measured here; the node's CPUs read and write fast enough")
+          f"model's predict-only fraction of sgemm measured here, at most {GPU_FRACTION:.0%}; the node's CPUs read "
+          "and write fast enough")
     for r in rows:
         if r.pixels:
             cpu = BEIAN_PX / r.steady_rate + tiles * r.parts["load"]
@@ -361,7 +365,7 @@ def print_report(rows: list[Row], args) -> None:
             cpu_text = f"{hours(cpu)} on these 2 cores (predict only, no tile path)"
         gpu_text = "no FLOP count: CPU only"
         if r.flops:
-            fraction = r.flops * r.predict_rate / r.sgemm
+            fraction = min(r.flops * r.predict_rate / r.sgemm, GPU_FRACTION)
             px_per_gpu_hour = GPU[1] * fraction / r.flops * 3600
             gpu_text = (f"{px_per_gpu_hour / 1e6:,.0f} Mpx per GPU-hour, {BEIAN_PX / px_per_gpu_hour:.2g} "
                         "GPU-hours for Bei'an")
@@ -386,7 +390,7 @@ def peak_rss(command: list[str], env: dict) -> tuple[float, float]:
 
 
 def memory_mode(args, root: Path) -> None:
-    size, model = args.memory_size, args.memory_model
+    size, rows, model = args.memory_size, args.memory_rows or args.memory_size, args.memory_model
     rng = np.random.default_rng(args.seed)
     counties = {"1-tile county": [(0, 0)], "4-tile county": [(0, 0), (0, 1), (1, 0), (1, 1)]}
     t = time.perf_counter()
@@ -394,9 +398,9 @@ def memory_mode(args, root: Path) -> None:
     for county, tiles in counties.items():
         folder = root / county.replace(" ", "_")
         folder.mkdir()
-        cubes[county] = [make_cube(folder, tile_grid(size, size, *rc), f"T{rc[0]}{rc[1]}", rng) for rc in tiles]
+        cubes[county] = [make_cube(folder, tile_grid(rows, size, *rc), f"T{rc[0]}{rc[1]}", rng) for rc in tiles]
     cube, classes = cubes["1-tile county"][0]
-    print(f"setup: {sum(map(len, cubes.values()))} cubes of {size} x {size} px, 26 dates x 16 bands, in "
+    print(f"setup: {sum(map(len, cubes.values()))} cubes of {rows} x {size} px, 26 dates x 16 bands, in "
           f"{time.perf_counter() - t:.0f} s", flush=True)
     bundle = make_bundle(model, *sample_sets(cube, classes, args.train_samples, rng), args.patch, root / "model")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
@@ -413,7 +417,7 @@ def memory_mode(args, root: Path) -> None:
             print(f"  {county}, tile {i + 1}/{len(tiles)}: {wall:.0f} s, peak RSS {rss / 2**30:.2f} GiB", flush=True)
     one, four = max(peaks["1-tile county"]), max(peaks["4-tile county"])
     spread = abs(four - one) / one
-    print(f"\npeak RSS of a {model} tile job ({size} x {size} px, windows of {args.window_rows} rows, class + "
+    print(f"\npeak RSS of a {model} tile job ({rows} x {size} px, windows of {args.window_rows} rows, class + "
           f"probability COGs): 1-tile county {one / 2**30:.2f} GiB, 4-tile county {four / 2**30:.2f} GiB "
           f"(max over its 4 jobs; difference {spread:.1%})")
     print(f"independent of county size (within 10 %): {'yes' if spread <= 0.10 else 'NO'}; "
@@ -438,6 +442,7 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=4000, help="training pixels (default 4000)")
     parser.add_argument("--memory", action="store_true", help="peak memory of tile jobs in 1- and 4-tile counties")
     parser.add_argument("--memory-size", type=int, default=1000, help="--memory tile side in px (default 1000)")
+    parser.add_argument("--memory-rows", type=int, help="--memory tile rows (default: --memory-size)")
     parser.add_argument("--memory-model", default="tempcnn", help="--memory model (default tempcnn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="write the products, cubes and models here and keep them")
