@@ -24,19 +24,8 @@ Measured, per model, in one run:
   patch models) or ``predict_proba`` (scikit-learn) on --infer-px samples, for keras models cut to whole
   batches of at most --infer-tflop estimated TFLOP in total (at least one batch); best of 2 after a warm-up
   call on one batch (which traces the predict function). The table shows the samples predicted;
-- keras models: forward FLOPs per sample counted analytically from the layer shapes (:func:`model_flops`;
-  multiply and add counted as 2 FLOPs):
-
-  counted     Dense (2 in out per position it is applied at), Conv1D / Conv2D / Conv3D (2 k_1..k_n c_in c_out
-              per output position, "same" padding included), Conv2DTranspose (2 k_h k_w c_in c_out per input
-              position), LSTM (4 gates x 2 (in + units) units per time step, also inside Bidirectional),
-              MultiHeadAttention (query/key/value/output projections, scores Q K^T and the weighted sum of the
-              values), cropflow's ConvSTAR2D (input convolution 2 k^2 c_in 2 filters and recurrent convolution
-              2 k^2 filters^2 per pixel and time step); nested models are recursed into;
-  ignored     as negligible against those: biases, batch and layer normalisation, activations and softmax,
-              gate element-wise products, pooling, Add / Multiply / Concatenate / Dot, reshaping, padding,
-              cropping, up-sampling, dropout (identity at inference);
-
+- keras models: forward FLOPs per sample counted analytically from the layer shapes
+  (``measure.model_flops``, bench/measure.py lists the layers counted and ignored);
   achieved inference FLOP/s = FLOPs/sample x px/s, and its ratio to the sgemm rate; training FLOP/s estimated
   as 3 x FLOPs/sample x samples/s (forward + backward, the backward pass taken as twice the forward), and its
   ratio to the sgemm rate. conv1d_rf: the FLOPs of its trunk up to the 512 features (the forest's work is not
@@ -59,11 +48,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,123 +60,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/measure.py, also when loaded by the tests
 
 from cropflow.models import MODEL_MODULES, build, get_spec, resolve_params
+from measure import best_time, blas_info, model_flops, sgemm_rate
 
 SERIES: dict[str, tuple[int, int]] = {"s1": (12, 11), "coh": (11, 4), "s2": (12, 3)}  # the demo's (T, C)
 N_CLASSES = 7
 SEED = 0
 
 
-# ------------------------------------------------------------------------------------------------ FLOP counting
-
-
-def _prod(values: Sequence[int | None]) -> int:
-    return int(math.prod(int(v) for v in values))
-
-
-def _shape(tensor) -> tuple[int, ...]:
-    """The per-sample shape of a symbolic tensor (batch axis dropped)."""
-    return tuple(int(s) for s in tensor.shape[1:])
-
-
-def dense_flops(layer) -> int:
-    """Dense: 2 in out per position (a Dense on (N, T, C) is applied at each of the T steps); bias ignored."""
-    n_in, n_out = (int(s) for s in layer.kernel.shape)
-    return 2 * n_in * n_out * _prod(_shape(layer.output)[:-1])
-
-
-def conv_flops(layer) -> int:
-    """Conv1D / Conv2D / Conv3D: 2 x (kernel taps x c_in x c_out) per output position; bias ignored.
-
-    The kernel is (k_1, ..., k_n, c_in / groups, c_out), so 2 x kernel.size x (output positions); dilation does
-    not change the count, "same" padding counts the padded positions (they are computed).
-    """
-    return 2 * _prod(layer.kernel.shape) * _prod(_shape(layer.output)[:-1])
-
-
-def conv_transpose_flops(layer) -> int:
-    """Conv2DTranspose / Conv3DTranspose: every input position is scattered through the whole kernel, so
-    2 x kernel.size (k_1..k_n c_out c_in) per input position; bias ignored."""
-    return 2 * _prod(layer.kernel.shape) * _prod(_shape(layer.input)[:-1])
-
-
-def lstm_flops(layer, steps: int) -> int:
-    """LSTM: per time step the 4 gates' input and recurrent matmuls, 4 x 2 (in + units) units; gate
-    non-linearities and element-wise products ignored."""
-    n_in, four_units = (int(s) for s in layer.cell.kernel.shape)
-    units = four_units // 4
-    return steps * 4 * 2 * (n_in + units) * units
-
-
-def mha_flops(layer) -> int:
-    """MultiHeadAttention: query/key/value projections, scores Q K^T (2 T_q T_k heads key_dim), weighted sum of
-    the values (2 T_q T_k heads value_dim) and output projection; softmax and biases ignored."""
-    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
-    t_q = _shape(inputs[0])[0]
-    t_k = _shape(inputs[1])[0] if len(inputs) > 1 else t_q  # keys and values share their length
-    d_q, heads, key_dim = (int(s) for s in layer.query_dense.kernel.shape)
-    d_k = int(layer.key_dense.kernel.shape[0])
-    d_v, _, value_dim = (int(s) for s in layer.value_dense.kernel.shape)
-    d_out = int(layer.output_dense.kernel.shape[-1])
-    projections = 2 * heads * (t_q * d_q * key_dim + t_k * d_k * key_dim + t_k * d_v * value_dim
-                               + t_q * value_dim * d_out)
-    attention = 2 * heads * t_q * t_k * (key_dim + value_dim)
-    return projections + attention
-
-
-def convstar_flops(layer) -> int:
-    """cropflow's ConvSTAR2D on (N, T, h, w, C): per time step and pixel the input convolution
-    (2 k^2 c_in 2 filters, W_xf and W_xz) and the recurrent one (2 k^2 filters^2, W_hf); gates ignored."""
-    steps, rows, cols, _ = _shape(layer.input)
-    per_pixel = 2 * _prod(layer.kernel.shape) + 2 * _prod(layer.recurrent_kernel.shape)
-    return steps * rows * cols * per_pixel
-
-
-def layer_flops(layer) -> int:
-    """Forward FLOPs per sample of one layer (0 for the layer types ignored, see the module docstring)."""
-    import keras
-
-    from cropflow.models.convstar import ConvSTAR2D
-
-    if isinstance(layer, keras.Model):
-        return model_flops(layer)
-    if isinstance(layer, keras.layers.Bidirectional):
-        steps = _shape(layer.input)[0]
-        return sum(lstm_flops(sub, steps) if isinstance(sub, keras.layers.LSTM) else 0
-                   for sub in (layer.forward_layer, layer.backward_layer))
-    if isinstance(layer, keras.layers.LSTM):
-        return lstm_flops(layer, _shape(layer.input)[0])
-    if isinstance(layer, keras.layers.Dense):
-        return dense_flops(layer)
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
-        return conv_flops(layer)
-    if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
-        return conv_transpose_flops(layer)
-    if isinstance(layer, keras.layers.MultiHeadAttention):
-        return mha_flops(layer)
-    if isinstance(layer, ConvSTAR2D):
-        return convstar_flops(layer)
-    return 0
-
-
-def model_flops(model) -> int:
-    """Forward FLOPs of one sample through a keras model: the sum of :func:`layer_flops` over its layers."""
-    return int(sum(layer_flops(layer) for layer in model.layers))
-
-
 # ------------------------------------------------------------------------------------------------ measurements
-
-
-def sgemm_rate(repeat: int = 5) -> float:
-    """numpy's float32 2048 x 2048 matmul FLOP/s, best of ``repeat`` (the measurement of bench/inference.py)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_inference", Path(__file__).with_name("inference.py"))
-    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
-    if not hasattr(module, "sgemm_rate"):
-        spec.loader.exec_module(module)
-    return module.sgemm_rate(repeat=repeat)
 
 
 def input_shapes(kind: str, patch: int) -> dict[str, tuple[int, ...]]:
@@ -209,29 +91,6 @@ def synthetic(shapes: Mapping[str, tuple[int, ...]], n: int, rng: np.random.Gene
         values += means[y].reshape(n, *(1,) * (len(shape) - 2), *shape[-2:])
         x[name] = values
     return x, y
-
-
-def blas_info() -> str:
-    """numpy's BLAS library, version, kernel architecture and threads (threadpoolctl), or "unknown"."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown"
-    blas = [info for info in threadpool_info() if info.get("user_api") == "blas"]
-    if not blas:
-        return "unknown"
-    info = min(blas, key=lambda i: "numpy" not in str(i.get("filepath", "")))  # numpy's own before scipy's
-    return (f"{info.get('internal_api')} {info.get('version')}, {info.get('architecture')} kernels, "
-            f"{info.get('num_threads')} threads")
-
-
-def best_time(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 @dataclass

@@ -28,6 +28,9 @@ from cropflow.models.common import Seeds, check_inputs, classifier_head, trainin
 
 FAMILY = "keras"
 KIND = "pixel"
+#: XLA fuses the batch norms, ReLUs and residual additions of the small dilated convolutions: 1.7x the
+#: predictions per second of the plain graph on 2 cores (TempCNN's larger convolutions gain nothing)
+JIT_PREDICT = True
 DEFAULTS: dict[str, object] = {
     "filters": 64,
     "kernel_size": 3,
