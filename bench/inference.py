@@ -11,8 +11,8 @@ pixels of the cube (validation: a quarter as many): "rf" with 50 trees, "tempcnn
 Measured, per model, in one run:
 
 - infer_tile wall time (class COG only, best of --repeat) and pixels/s;
-- the shares of that time spent reading the cube (infer_tile's own cropflow.cube.pixel_series calls) and
-  predicting (its cropflow.inference.predict_pixels calls), timed by wrapping both names during the run;
+- the shares of that time spent reading the cube (infer_tile's own cropflow.halo.read_block calls) and
+  predicting (its cropflow.inference.predict_window calls), timed by wrapping both names during the run;
   the rest is model loading, COG writing and overhead. As a cross-check the reads are also timed alone:
   pixel_series on the same row windows, without a model;
 - TempCNN only: model FLOPs per pixel counted from the layer shapes (multiply-adds of the Conv1D layers,
@@ -195,19 +195,19 @@ class Timed:
 def time_infer(cube: Path, model_dir: Path, out: Path, window_rows: int, repeat: int) -> tuple[float, float, float, int]:
     """(wall s, read s, predict s, valid px) of the fastest of ``repeat`` infer_tile runs.
 
-    Read and predict are the summed times of infer_tile's own pixel_series and predict_pixels calls,
+    Read and predict are the summed times of infer_tile's own read_block and predict_window calls,
     measured by wrapping the names it calls for the duration of the run.
     """
     best = (float("inf"), 0.0, 0.0, 0)
     for _ in range(repeat):
-        read, predict = Timed(inference.pixel_series), Timed(inference.predict_pixels)
-        inference.pixel_series, inference.predict_pixels = read, predict
+        read, predict = Timed(inference.read_block), Timed(inference.predict_window)
+        inference.read_block, inference.predict_window = read, predict
         try:
             t = time.perf_counter()
             infer_tile(cube, model_dir, out, window_rows=window_rows, legend=LEGEND)
             wall = time.perf_counter() - t
         finally:
-            inference.pixel_series, inference.predict_pixels = read.fn, predict.fn
+            inference.read_block, inference.predict_window = read.fn, predict.fn
         valid = sum(int(np.count_nonzero(classes != LEGEND.nodata)) for classes, _ in predict.result)
         best = min(best, (wall, read.seconds, predict.seconds, valid))
     return best
@@ -285,7 +285,7 @@ def main() -> None:
             other = 1 - (t_read + t_pred) / t_infer
             print(f"{name:<8} {t_train:8.1f} {val_acc:8.3f} {t_infer:8.2f} {pixels / t_infer:9.0f} {t_read:7.2f} "
                   f"{t_read / t_infer:7.1%} {t_alone:8.2f} {t_pred:10.2f} {t_pred / t_infer:10.1%} {other:8.1%}")
-        print("read / predict: time in infer_tile's own pixel_series / predict_pixels calls; alone: pixel_series on\n"
+        print("read / predict: time in infer_tile's own read_block / predict_window calls; alone: pixel_series on\n"
               "the same windows timed separately; other: model load, COG write, overhead. val acc after 50 trees /"
               " 1 epoch.")
 
@@ -293,7 +293,7 @@ def main() -> None:
         flops_px = keras_flops_per_pixel(load_trained(model_dir).model)
         print(f"\nsgemm rate (numpy float32 2048 x 2048 matmul, best of 3)  {rate / 1e9:8.1f} GFLOP/s")
         print(f"TempCNN FLOPs per pixel (Conv1D + Dense multiply-adds)   {flops_px / 1e6:8.3f} MFLOP")
-        print(f"TempCNN achieved, predict_pixels only                    {flops_px * valid / t_pred / 1e9:8.1f} "
+        print(f"TempCNN achieved, predict_window only                    {flops_px * valid / t_pred / 1e9:8.1f} "
               f"GFLOP/s = {flops_px * valid / t_pred / rate:6.1%} of sgemm")
         print(f"TempCNN achieved, infer_tile end to end                  {flops_px * valid / t_infer / 1e9:8.1f} "
               f"GFLOP/s = {flops_px * valid / t_infer / rate:6.1%} of sgemm")

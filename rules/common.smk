@@ -201,6 +201,15 @@ def get_stack_bands():
     return {"s1": s1, "coh": list(config["s1"]["coherence"]), "s2": list(config["s2"]["bands"])}
 
 
+def get_infer_neighbours(wildcards):
+    """The cubes of the tiles around a tile, from which a patch model reads its halo ([] for pixel models)."""
+    if model_kind(wildcards.model) != "patch":
+        return []
+    from cropflow.grid import neighbour_tiles
+
+    return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
+
+
 def get_model_params(wildcards):
     return config["models"].get(wildcards.model, {})
 
@@ -217,8 +226,7 @@ def get_final_outputs():
     ]
     for model in MODELS:
         outputs += [f"results/metrics/{model}.json", f"results/metrics/{model}_confusion.png"]
-        if model_kind(model) == "pixel":
-            outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/quicklook.png"]
+        outputs += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/quicklook.png"]
     outputs += get_compared_metrics() + ["results/metrics/comparison.csv"]
     if config["inseason"]["enabled"]:
         outputs += [f"results/inseason/{config['inseason']['model']}.csv"]
