@@ -78,7 +78,8 @@ def input_mismatches(
             problems.append(
                 f"input '{name}': the cube has {word} time steps ({len(cube_times)}: {', '.join(cube_times)}) "
                 f"than the model was trained on ({len(model_times)}: {', '.join(model_times)}); "
-                f"dates only in the model: {only_model or 'none'}, only in the cube: {only_cube or 'none'}"
+                f"dates missing from the cube: {', '.join(only_model) or 'none'}; "
+                f"dates not in the model: {', '.join(only_cube) or 'none'}"
             )
     return problems
 
@@ -149,7 +150,8 @@ def check_cube_for_model(
     if problems:
         raise ValueError(
             f"cube {cube_path} does not fit model {model_dir} ({meta.get('name', '?')}): " + "; ".join(problems)
-            + ". Rebuild the cube with the configuration the model was trained with, or retrain the model."
+            + ". Fix: rebuild the cube (rule 'stack') with the configuration the model was trained with (season, "
+            "stack.time_axis, s1.features, s1.coherence, s2.bands), or retrain the model on cubes like this one."
         )
     unused = sorted(set(cube_meta) - set(meta["inputs"]))
     if unused:
