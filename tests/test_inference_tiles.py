@@ -203,6 +203,8 @@ def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
     infer_tile(cubes[t], models["cnn3d"], tmp_path / "c.tif", window_rows=4, batch_size=10, legend=LEGEND,
                neighbours=[cubes[n] for n in neighbour_tiles(table, t)], grid=GRID)
     assert reads == [(4 + 4, 12 + 4)] * 3  # 3 windows of 4 rows, a halo of 2 on every side
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.tags()["HALO_TILES"] == ",".join(neighbour_tiles(table, t)) and src.tags()["PATCH_SIZE"] == "5"
     assert max(b[0] for b in batches) == 10 and all(b[1:3] == (PATCH, PATCH) for b in batches)
     win = GRID.window_of(tile_grid(GRID, table, t))
     inside = [(r, c) for r, c in NAN_PIXELS if win.row_off <= r < win.row_off + 12 and win.col_off <= c < win.col_off + 12]

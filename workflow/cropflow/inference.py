@@ -260,12 +260,12 @@ def infer_tile(
         raise ValueError(f"model {model_dir} predicts class ids {unknown} that are not in the legend: "
                          "use the legend the model was trained with")
     halo = patch_halo(model, model_dir)
-    others = [_open_inputs(p, meta, model_dir)[:2] for p in neighbours] if halo else []
+    others = [_open_inputs(p, meta, model_dir) for p in neighbours] if halo else []
     if neighbours and not halo:
         log.info("model %s is a pixel model: the %d neighbour cubes are not read", model_dir, len(neighbours))
-    grid = grid or _extent([tile_grid, *(g for _, g in others)])
+    grid = grid or _extent([tile_grid, *(g for _, g, _ in others)])
     cubes = [place(cube_path, inputs, tile_grid, grid),
-             *(place(p, i, g, grid) for p, (i, g) in zip(neighbours if halo else [], others))]
+             *(place(p, i, g, grid) for p, (i, g, _) in zip(neighbours, others))]
     tile = cubes[0]
 
     names = [legend.classes[legend.index_of(c)].name for c in class_ids]
@@ -274,6 +274,7 @@ def infer_tile(
             "CLASS_IDS": ",".join(map(str, class_ids))}
     if halo:
         tags["PATCH_SIZE"] = 2 * halo + 1
+        tags["HALO_TILES"] = ",".join(str(o.attrs.get("tile", Path(p).stem)) for p, (_, _, o) in zip(neighbours, others))
     windows = row_windows(tile_grid, window_rows)
     with contextlib.ExitStack() as stack:
         cls_w = stack.enter_context(cog_writer(out_class, tile_grid, count=1, dtype="uint8", nodata=legend.nodata,
