@@ -209,3 +209,23 @@ def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
     win = GRID.window_of(tile_grid(GRID, table, t))
     inside = [(r, c) for r, c in NAN_PIXELS if win.row_off <= r < win.row_off + 12 and win.col_off <= c < win.col_off + 12]
     assert sum(b[0] for b in batches) == 12 * 12 - len(inside)
+
+
+def test_infer_command_reads_the_neighbours_and_writes_the_uncertainty(tiles, tmp_path):
+    import json
+
+    from cropflow import cli
+
+    table, cubes, _, models = tiles
+    t = table["tile_id"].iloc[-1]
+    (tmp_path / "grid.json").write_text(json.dumps(GRID.to_dict()))
+    neighbours = [str(cubes[n]) for n in neighbour_tiles(table, t)]
+    rc = cli.main(["infer", "--cube", str(cubes[t]), "--neighbours", *neighbours, "--grid", str(tmp_path / "grid.json"),
+                   "--model-dir", str(models["cnn3d"]), "--legend", str(LEGEND), "--window-rows", "5",
+                   "--threads", "1", "--out-class", str(tmp_path / "c.tif"),
+                   "--out-uncertainty", str(tmp_path / "u.tif")])
+    assert rc == 0
+    infer_tile(cubes[t], models["cnn3d"], tmp_path / "ref.tif", legend=LEGEND, out_uncertainty=tmp_path / "ru.tif",
+               neighbours=neighbours, grid=GRID)
+    np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "ref.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "u.tif"), read(tmp_path / "ru.tif"))

@@ -730,7 +730,7 @@ def _infer(a):
 
     infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend,
                out_uncertainty=a.out_uncertainty, neighbours=a.neighbours,
-               grid=_load_grid(a.grid) if a.grid else None)
+               grid=_load_grid(a.grid) if a.grid else None, threads=a.threads)
 
 
 def _mosaic_args(p):

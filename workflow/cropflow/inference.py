@@ -236,6 +236,7 @@ def infer_tile(
     out_uncertainty: str | os.PathLike | None = None,
     neighbours: Sequence[str | os.PathLike] = (),
     grid: ProjectGrid | None = None,
+    threads: int = 0,
 ) -> None:
     """Classify every pixel of a tile cube with a trained model and write the class, uncertainty (and
     probability) COGs.
@@ -243,7 +244,9 @@ def infer_tile(
     ``legend`` (path or :class:`Legend`) gives the colour table and the class names of the probability bands.
     A patch model reads a halo of (patch size // 2) pixels around each row window from the ``neighbours``
     cubes (the tiles around this one); ``grid`` is the project grid, beyond which the patches are padded with
-    edge values (default: the extent of the tile and its neighbours). All outputs appear only once complete.
+    edge values (default: the extent of the tile and its neighbours). ``threads`` (> 0) caps a scikit-learn
+    model's workers (TensorFlow's pools are set by the CLI before TensorFlow starts). All outputs appear only
+    once complete.
     """
     from cropflow.models import load_trained  # deferred: importing the model stack loads TensorFlow
 
@@ -254,6 +257,8 @@ def infer_tile(
     inputs, tile_grid, ds = _open_inputs(cube_path, meta, model_dir)
 
     model = load_trained(model_dir)
+    if threads > 0 and hasattr(model.model, "n_jobs"):
+        model.model.n_jobs = threads  # as trained it may ask for every core of the node
     class_ids = [int(c) for c in model.class_ids]
     unknown = [c for c in class_ids if c not in legend.ids]
     if unknown:
