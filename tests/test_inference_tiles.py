@@ -207,7 +207,8 @@ def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
         assert src.tags()["HALO_TILES"] == ",".join(neighbour_tiles(table, t)) and src.tags()["PATCH_SIZE"] == "5"
     assert max(b[0] for b in batches) == 10 and all(b[1:3] == (PATCH, PATCH) for b in batches)
     win = GRID.window_of(tile_grid(GRID, table, t))
-    inside = [(r, c) for r, c in NAN_PIXELS if win.row_off <= r < win.row_off + 12 and win.col_off <= c < win.col_off + 12]
+    inside = [(r, c) for r, c in NAN_PIXELS
+              if win.row_off <= r < win.row_off + 12 and win.col_off <= c < win.col_off + 12]
     assert sum(b[0] for b in batches) == 12 * 12 - len(inside)
 
 

@@ -76,7 +76,8 @@ def centre_valid(blocks: Mapping[str, np.ndarray], halo: int) -> np.ndarray:
     return valid
 
 
-def samples_at(blocks: Mapping[str, np.ndarray], halo: int, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+def samples_at(blocks: Mapping[str, np.ndarray], halo: int, rows: np.ndarray,
+               cols: np.ndarray) -> dict[str, np.ndarray]:
     """Model inputs of the interior pixels (rows, cols) of halo blocks: (N, T, C) series when ``halo`` is 0,
     else (N, 2 halo + 1, 2 halo + 1, T, C) patches centred on the pixels.
 

@@ -151,7 +151,8 @@ def check_cube_for_model(
         raise ValueError(
             f"cube {cube_path} does not fit model {model_dir} ({meta.get('name', '?')}): " + "; ".join(problems)
             + ". Fix: rebuild the cube (rule 'stack') with the configuration the model was trained with (season, "
-            "stack.time_axis, s1.features, s1.coherence, s2.bands), or retrain the model on cubes like this one."
+            "stack.time_axis, s1.features, s1.coherence, s2.bands, samples.bands), or retrain the model on cubes "
+            "like this one."
         )
     unused = sorted(set(cube_meta) - set(meta["inputs"]))
     if unused:
@@ -279,7 +280,8 @@ def infer_tile(
             "CLASS_IDS": ",".join(map(str, class_ids))}
     if halo:
         tags["PATCH_SIZE"] = 2 * halo + 1
-        tags["HALO_TILES"] = ",".join(str(o.attrs.get("tile", Path(p).stem)) for p, (_, _, o) in zip(neighbours, others))
+        tags["HALO_TILES"] = ",".join(str(ds_.attrs.get("tile", Path(p).stem))
+                                      for p, (_, _, ds_) in zip(neighbours, others))
     windows = row_windows(tile_grid, window_rows)
     with contextlib.ExitStack() as stack:
         cls_w = stack.enter_context(cog_writer(out_class, tile_grid, count=1, dtype="uint8", nodata=legend.nodata,
