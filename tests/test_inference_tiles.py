@@ -109,23 +109,43 @@ def read(path: Path) -> np.ndarray:
         return src.read()
 
 
-def tiled_and_merged(tiles, model: str, out: Path, window_rows: int = 5, batch_size: int = 37):
-    """(mosaicked 4-tile maps, merged map) as {kind: array} for the class, uncertainty and probability COGs."""
+def tiled_and_merged(tiles, model: str, out: Path, monkeypatch, window_rows: int = 5, batch_size: int = 37):
+    """(mosaicked 4-tile maps, merged map) as {kind: array} for the class, uncertainty and probability COGs and
+    the float probabilities ("float", (K, y, x)) the model returned."""
+    import cropflow.inference as inference
+
     table, cubes, merged, models = tiles
     kinds = ("class", "uncertainty", "proba")
-    whole = {k: np.zeros((n, *GRID.shape), np.uint8) for k, n in zip(kinds, (1, 3, len(CLASSES)))}
+    k_classes = len(CLASSES)
+    whole = {k: np.zeros((n, *GRID.shape), np.uint8) for k, n in zip(kinds, (1, 3, k_classes))}
+    whole["float"] = np.zeros((k_classes, *GRID.shape), np.float32)
+    returned = []
+    real = inference.predict_window
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        returned.append(result[1])
+        return result
+
+    monkeypatch.setattr(inference, "predict_window", recording)
     for t, path in cubes.items():
         neighbours = [cubes[n] for n in neighbour_tiles(table, t)]
         outs = {k: out / f"{t}_{k}.tif" for k in kinds}
+        returned.clear()
         infer_tile(path, models[model], outs["class"], outs["proba"], window_rows, batch_size, legend=LEGEND,
                    out_uncertainty=outs["uncertainty"], neighbours=neighbours, grid=GRID)
         win = GRID.window_of(tile_grid(GRID, table, t))
+        rows, cols = slice(win.row_off, win.row_off + win.height), slice(win.col_off, win.col_off + win.width)
         for k in kinds:
-            whole[k][:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width] = read(outs[k])
+            whole[k][:, rows, cols] = read(outs[k])
+        whole["float"][:, rows, cols] = np.concatenate(returned).T.reshape(k_classes, win.height, win.width)
     ref = {k: out / f"merged_{k}.tif" for k in kinds}
+    returned.clear()
     infer_tile(merged, models[model], ref["class"], ref["proba"], 7, 101, legend=LEGEND,
                out_uncertainty=ref["uncertainty"])
-    return whole, {k: read(p) for k, p in ref.items()}
+    one = {k: read(p) for k, p in ref.items()}
+    one["float"] = np.concatenate(returned).T.reshape(k_classes, *GRID.shape)
+    return whole, one
 
 
 def test_neighbours_are_the_touching_tiles(tiles):
@@ -135,9 +155,10 @@ def test_neighbours_are_the_touching_tiles(tiles):
         assert neighbour_tiles(table, t) == sorted(set(table["tile_id"]) - {t})
 
 
-def test_patch_model_tiles_with_halos_equal_the_merged_cube(tiles, tmp_path):
-    tiled, merged = tiled_and_merged(tiles, "cnn3d", tmp_path)
+def test_patch_model_tiles_with_halos_equal_the_merged_cube(tiles, tmp_path, monkeypatch):
+    tiled, merged = tiled_and_merged(tiles, "cnn3d", tmp_path, monkeypatch)
     np.testing.assert_array_equal(tiled["class"], merged["class"])
+    np.testing.assert_allclose(tiled["float"], merged["float"], rtol=0, atol=1e-5)
     # probabilities and uncertainty agree to the uint8 quantisation step (float differences of batching)
     for kind in ("proba", "uncertainty"):
         diff = np.abs(tiled[kind].astype(int) - merged[kind].astype(int))
@@ -160,9 +181,9 @@ def test_patch_model_without_neighbours_differs_at_tile_edges(tiles, tmp_path):
     assert not np.array_equal(read(tmp_path / "u.tif"), ref)
 
 
-def test_pixel_model_tiles_equal_the_merged_cube(tiles, tmp_path):
-    tiled, merged = tiled_and_merged(tiles, "rf", tmp_path)
-    for kind in ("class", "uncertainty", "proba"):
+def test_pixel_model_tiles_equal_the_merged_cube(tiles, tmp_path, monkeypatch):
+    tiled, merged = tiled_and_merged(tiles, "rf", tmp_path, monkeypatch)
+    for kind in ("class", "uncertainty", "proba", "float"):
         np.testing.assert_array_equal(tiled[kind], merged[kind])
 
 
