@@ -16,10 +16,10 @@ Measured, per model, in one run:
 - end to end: cropflow.inference.infer_tile on the cube (class and probability COGs, as the workflow's infer
   rule writes them), wall time and px/s; the time split by wrapping the names infer_tile calls: "load"
   (load_trained plus one call on one pixel, which traces the keras forward function), "read"
-  (cropflow.cube.pixel_series), "predict" (cropflow.inference.predict_pixels: validity mask, normalisation,
-  model) and "write" (the COG writers: windows, overviews, closing); "other" is the rest. The steady px/s
-  leaves the load out (it is paid once per tile). Patch models do not go through infer_tile, which reads
-  pixel series only;
+  (cropflow.halo.read_block as infer_tile calls it), "predict" (cropflow.inference.predict_window: validity
+  mask, normalisation, model, uncertainty) and "write" (the COG writers: windows, overviews, closing); "other"
+  is the rest. The steady px/s leaves the load out (it is paid once per tile). Patch models are timed predict
+  only (one patch per pixel makes a whole tile take hours on 2 cores);
 - predict only: TrainedModel.predict_proba_normalised on in-memory normalised inputs in batches of --batch
   (pixel models; --patch-batch patches of --patch x --patch for patch models), at most --predict-px samples
   (8 batches of patches) and --predict-tflop estimated TFLOP, best of 2 after a warm-up call;
@@ -255,13 +255,14 @@ def patched(module, **replacements):
 
 
 def time_infer_tile(cube: Path, bundle: Path, out: Path, window_rows: int, batch: int) -> tuple[float, dict]:
-    """(wall s, seconds by part) of one infer_tile run writing class and probability COGs."""
+    """(wall s, seconds by part) of one infer_tile run writing class, uncertainty and probability COGs."""
     clock = Clock()
     with (patched(models_mod, load_trained=clock.wrap("load", clock.load)),
-          patched(inference, pixel_series=clock.wrap("read", inference.pixel_series),
-                  predict_pixels=clock.wrap("predict", inference.predict_pixels), cog_writer=clock.writer)):
+          patched(inference, read_block=clock.wrap("read", inference.read_block),
+                  predict_window=clock.wrap("predict", inference.predict_window), cog_writer=clock.writer)):
         t = time.perf_counter()
-        infer_tile(cube, bundle, out / "class.tif", out / "proba.tif", window_rows, batch, legend=LEGEND)
+        infer_tile(cube, bundle, out / "class.tif", out / "proba.tif", window_rows, batch, legend=LEGEND,
+                   out_uncertainty=out / "uncertainty.tif")
         wall = time.perf_counter() - t
     return wall, clock.seconds
 

@@ -62,15 +62,12 @@ def area_unit_args():
 
 
 def map_side(side):
-    """A compare_maps side as (label, class-map path): an enabled pixel model's mosaic, or a GeoTIFF path."""
-    if side in MODELS:
-        if side not in MAPPED_MODELS:
-            raise ValueError(f"compare_maps: {side} is a patch model, which is evaluated but not mapped; "
-                             f"compare mapped models ({', '.join(MAPPED_MODELS)}) or class-map GeoTIFFs")
+    """A compare_maps side as (label, class-map path): an enabled model's mosaic, or a GeoTIFF path."""
+    if side in MAPPED_MODELS:
         return side, f"results/maps/{side}/mosaic.tif"
     path = Path(side)
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
-        raise ValueError(f"compare_maps: {side!r} is neither an enabled pixel model ({', '.join(MAPPED_MODELS)}) "
+        raise ValueError(f"compare_maps: {side!r} is neither an enabled model ({', '.join(MAPPED_MODELS)}) "
                          "nor an existing class-map GeoTIFF (.tif); enable the model or fix the path")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", path.stem):
         raise ValueError(f"compare_maps: the file name of {side!r} names its outputs; rename it to letters, "
@@ -95,8 +92,8 @@ def map_comparisons():
 
 # settings that cannot run stop here, before the inputs are scanned
 check_model_config()
-#: models whose maps the workflow makes (tiles, mosaics, STAC): the pixel models
-MAPPED_MODELS = [model for model in MODELS if model_kind(model) == "pixel"]
+#: models whose maps the workflow makes (tiles, mosaics, STAC): every enabled model (patch models read halos)
+MAPPED_MODELS = list(MODELS)
 MAP_COMPARISONS = map_comparisons()
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
@@ -248,6 +245,15 @@ def get_stack_bands():
     if config["s1"]["glcm"]["enabled"]:
         s1 += list(config["s1"]["glcm"]["features"])
     return {"s1": s1, "coh": list(config["s1"]["coherence"]), "s2": list(config["s2"]["bands"])}
+
+
+def get_infer_neighbours(wildcards):
+    """The cubes of the tiles around a tile, from which a patch model reads its halo ([] for pixel models)."""
+    if model_kind(wildcards.model) != "patch":
+        return []
+    from cropflow.grid import neighbour_tiles
+
+    return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
 
 
 def get_model_params(wildcards):

@@ -1,13 +1,17 @@
-# Tiled inference (per model and tile, windowed), then the county mosaic with post-processing.
+# Tiled inference (per model and tile, windowed; patch models read a halo from the neighbouring tiles' cubes),
+# then the county mosaic with post-processing.
 
 
 rule infer:
     input:
         cube="results/cubes/{tile}.zarr",
+        neighbours=get_infer_neighbours,
         model="results/models/{model}",
         legend=config["legend"],
+        grid="results/grid/grid.json",
     output:
-        "results/maps/{model}/{tile}_class.tif",
+        classes="results/maps/{model}/{tile}_class.tif",
+        uncertainty="results/maps/{model}/{tile}_uncertainty.tif",
     params:
         window=config["inference"]["window_rows"],
         batch=config["inference"]["batch_size"],
@@ -24,9 +28,10 @@ rule infer:
     conda:
         "../envs/ml.yaml"
     shell:
-        "python -m cropflow infer --cube {input.cube} --model-dir {input.model} --legend {input.legend}"
+        "python -m cropflow infer --cube {input.cube} --neighbours {input.neighbours} --grid {input.grid}"
+        " --model-dir {input.model} --legend {input.legend}"
         " --window-rows {params.window} --batch-size {params.batch} --threads {threads}"
-        " --out-class {output} {params.proba} > {log} 2>&1"
+        " --out-class {output.classes} --out-uncertainty {output.uncertainty} {params.proba} > {log} 2>&1"
 
 
 rule mosaic:

@@ -7,7 +7,8 @@ import pytest
 import shapely
 from rasterio.windows import Window
 
-from cropflow.grid import ProjectGrid, make_tiles, project_grid, snap_bounds, tile_grid, utm_crs_for
+from cropflow.grid import (ProjectGrid, make_tiles, neighbour_tiles, project_grid, snap_bounds, tile_grid,
+                           utm_crs_for)
 
 UTM52 = "EPSG:32652"
 DEMO = (320000.0, 5330000.0, 340000.0, 5350000.0)
@@ -154,3 +155,16 @@ def test_project_grid_dict_round_trip():
     assert isinstance(back.bounds, tuple) and hash(back) == hash(grid)
     # integer values in a hand-written config become floats
     assert ProjectGrid.from_dict({"crs": UTM52, "resolution": 10, "bounds": [320000, 5330000, 340000, 5350000]}) == grid
+
+
+def test_neighbour_tiles_are_the_up_to_eight_touching_tiles():
+    grid = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5330000.0, 350000.0, 5360000.0))  # 3 x 3 tiles of 10 km
+    aoi = gpd.GeoDataFrame(geometry=[shapely.box(*grid.bounds)], crs=grid.crs)
+    tiles = make_tiles(grid, aoi, 10000)
+    centre, corner = "E0330000N5340000", "E0320000N5330000"
+    assert neighbour_tiles(tiles, centre) == sorted(set(tiles["tile_id"]) - {centre})
+    assert neighbour_tiles(tiles, corner) == ["E0320000N5340000", "E0330000N5330000", "E0330000N5340000"]
+    assert neighbour_tiles(tiles.drop(index=tiles.index[tiles["tile_id"] == "E0330000N5330000"]), corner) == [
+        "E0320000N5340000", "E0330000N5340000"]
+    with pytest.raises(KeyError, match="E0999999N9999999"):
+        neighbour_tiles(tiles, "E0999999N9999999")

@@ -14,8 +14,10 @@ from cropflow.grid import ProjectGrid
 from cropflow.inference import infer_tile, input_mismatches, proba_to_uint8, valid_pixels
 from cropflow.legend import Legend
 from cropflow.models import load_trained
+from cropflow.raster import read_categories
 from cropflow.sampleset import SampleSet
 from cropflow.training import train
+from cropflow.uncertainty import confidence, margin, normalised_entropy, uncertainty_bands
 
 LEGEND = Path(__file__).parents[1] / "resources" / "legend.yaml"
 GRID = ProjectGrid("EPSG:32652", 10.0, (320000.0, 5339760.0, 320200.0, 5340000.0))  # 24 rows x 20 cols
@@ -147,6 +149,7 @@ def test_class_and_probability_cogs(trained, tmp_path):
         assert src.colormap(1)[2] == legend.colormap()[2]
         assert src.tags()["TILE"] == "E0320000N5330000"
         classes = src.read(1)
+    assert read_categories(out) == legend.categories()          # class names GDAL and QGIS list
     with rasterio.open(proba) as src:
         assert src.count == len(model.class_ids) and src.dtypes[0] == "uint8" and src.profile["tiled"]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -170,7 +173,8 @@ def test_fewer_time_steps_is_an_error_listing_the_dates(trained, tmp_path):
         infer_tile(short, model_dir, tmp_path / "x.tif", legend=LEGEND)
     msg = str(err.value)
     assert "short.zarr" in msg and str(model_dir) in msg
-    assert "fewer time steps" in msg and "2023-09-17" in msg and "2023-05-08" in msg
+    assert "fewer time steps" in msg and "dates missing from the cube: 2023-09-17" in msg and "2023-05-08" in msg
+    assert "Fix: rebuild the cube" in msg and "stack.time_axis" in msg
     assert not (tmp_path / "x.tif").exists()
 
 
@@ -178,8 +182,9 @@ def test_band_mismatch_is_an_error_naming_the_bands(trained, tmp_path):
     _, model_dir, _ = trained
     other = tmp_path / "other.zarr"
     make_cube(other, bands=["vv_db", "coh_vv", "B11"])
-    with pytest.raises(ValueError, match=r"other\.zarr.*missing \['B8A'\].*not in the model \['B11'\]"):
+    with pytest.raises(ValueError, match=r"other\.zarr.*missing \['B8A'\].*not in the model \['B11'\].*s2\.bands"):
         infer_tile(other, model_dir, tmp_path / "x.tif", legend=LEGEND)
+    assert not (tmp_path / "x.tif").exists()
 
 
 def test_same_count_other_dates_is_accepted_and_logged(trained, tmp_path, caplog):
@@ -210,16 +215,88 @@ def test_windows_never_hold_the_whole_tile(trained, tmp_path, monkeypatch):
     import cropflow.inference as inference
 
     seen = []
-    real = inference.pixel_series
+    real = inference.read_block
 
-    def recording(da, rows, cols=None):
-        out = real(da, rows, cols)
-        seen.append(out.shape[0])
+    def recording(cubes, name, rows, cols, shape):
+        out = real(cubes, name, rows, cols, shape)
+        seen.append(out.shape[:2])
         return out
 
-    monkeypatch.setattr(inference, "pixel_series", recording)
+    monkeypatch.setattr(inference, "read_block", recording)
     infer_tile(cube, model_dir, tmp_path / "w.tif", window_rows=6, legend=LEGEND)
-    assert seen == [6 * GRID.width] * (GRID.height // 6)
+    assert seen == [(6, GRID.width)] * (GRID.height // 6)  # a pixel model reads no halo
+
+
+def test_uncertainty_cog_bands_and_values(trained, tmp_path):
+    cube, model_dir, data = trained
+    out, unc, proba = tmp_path / "t_class.tif", tmp_path / "t_uncertainty.tif", tmp_path / "t_proba.tif"
+    infer_tile(cube, model_dir, out, proba, window_rows=7, legend=LEGEND, out_uncertainty=unc)
+    with rasterio.open(unc) as src:
+        assert src.count == 3 and src.dtypes == ("uint8",) * 3 and src.nodata == 255
+        assert list(src.descriptions) == ["confidence", "margin", "entropy"]
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.transform == GRID.transform
+        u = src.read()
+    classes = read(out)[0]
+    assert ((u == 255).all(axis=0) == (classes == 0)).all()
+    model = load_trained(model_dir)
+    x = data.transpose(2, 3, 0, 1).reshape(-1, len(DATES), len(BANDS))
+    ok = np.isfinite(x).all(axis=(1, 2))
+    p = model.predict_proba({"features": x[ok]})
+    top = np.sort(p, axis=1)
+    h = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(axis=1) / np.log(p.shape[1])
+    expected = np.rint(np.stack([top[:, -1], top[:, -1] - top[:, -2], h]) * 254)
+    np.testing.assert_array_equal(u.reshape(3, -1)[:, ok], expected)
+
+
+def test_uncertainty_measures():
+    p = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.3, 0.2]], np.float32)
+    np.testing.assert_allclose(confidence(p), [1.0, 1 / 3, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(margin(p), [1.0, 0.0, 0.2], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(normalised_entropy(p), [0.0, 1.0, 1.0297 / np.log(3)], rtol=1e-4)
+    q = uncertainty_bands(p, np.array([True, True, False]))
+    assert q.dtype == np.uint8 and q.shape == (3, 3)
+    np.testing.assert_array_equal(q[:, 0], [254, 254, 0])
+    np.testing.assert_array_equal(q[:, 1], [85, 0, 254])
+    np.testing.assert_array_equal(q[:, 2], [255, 255, 255])
+
+
+def test_tile_without_valid_pixels_gives_all_nodata_maps(trained, tmp_path, caplog):
+    _, model_dir, _ = trained
+    empty = tmp_path / "empty.zarr"
+    make_cube(empty, nan_pixels=[(r, c) for r in range(GRID.height) for c in range(GRID.width)])
+    out, unc = tmp_path / "e_class.tif", tmp_path / "e_uncertainty.tif"
+    with caplog.at_level("WARNING", logger="cropflow.inference"):
+        infer_tile(empty, model_dir, out, window_rows=5, legend=LEGEND, out_uncertainty=unc)
+    assert "no pixel" in caplog.text and "empty.zarr" in caplog.text
+    assert (read(out) == 0).all() and (read(unc) == 255).all()
+    with rasterio.open(out) as src:
+        assert src.nodata == 0 and src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+
+
+def test_inference_killed_half_way_leaves_no_output(trained, tmp_path, monkeypatch):
+    cube, model_dir, _ = trained
+    import cropflow.inference as inference
+
+    calls = []
+    real = inference.predict_window
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("job killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict_window", failing)
+    outs = {k: tmp_path / f"k_{k}.tif" for k in ("class", "uncertainty", "proba")}
+    with pytest.raises(KeyboardInterrupt):
+        infer_tile(cube, model_dir, outs["class"], outs["proba"], window_rows=4, legend=LEGEND,
+                   out_uncertainty=outs["uncertainty"])
+    assert len(calls) == 3 and not any(p.exists() for p in outs.values())
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+    monkeypatch.setattr(inference, "predict_window", real)
+    infer_tile(cube, model_dir, outs["class"], outs["proba"], window_rows=4, legend=LEGEND,
+               out_uncertainty=outs["uncertainty"])  # the rerun completes
+    assert all(p.is_file() for p in outs.values())
 
 
 def make_separate_cube(path: Path, seed: int = 1) -> dict[str, np.ndarray]:

@@ -108,6 +108,9 @@ def test_map_on_project_grid_with_legend_values(demo):
             assert set(np.unique(data)) <= {0, *legend.ids}
             assert (data > 0).mean() > 0.3, "most of the AOI should be mapped"
             assert src.colormap(1)[legend.ids[0]][:3] == legend.classes[0].rgba[:3]
+        for tile in TILES:
+            with rasterio.open(demo / "results" / "maps" / model / f"{tile}_uncertainty.tif") as src:
+                assert src.count == 3 and src.dtypes[0] == "uint8" and src.nodata == 255
 
 
 def test_maps_are_valid_cogs_with_uncertainty_mosaic_and_stac_catalog(demo):
@@ -253,7 +256,7 @@ def test_patch_model_without_patches_stops_naming_the_setting(tmp_path):
 
 
 @pytest.mark.parametrize(("side", "message"), [
-    ("maps/2022.tif", "compare_maps: 'maps/2022.tif' is neither an enabled pixel model"),
+    ("maps/2022.tif", "compare_maps: 'maps/2022.tif' is neither an enabled model"),
     ("cnn3d", "compare_maps: 'cnn3d' is neither"),
 ])
 def test_compare_maps_side_that_is_not_a_map_stops_naming_it(tmp_path, side, message):
@@ -309,7 +312,14 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     inseason = pd.read_csv(tmp_path / "results" / "inseason" / "tempcnn.csv")
     assert inseason["end"].tolist() == ["07-15", "09-27"]
     assert inseason["steps_s1"].iloc[0] < inseason["steps_s1"].iloc[1]
-    assert not (tmp_path / "results" / "maps" / "cnn3d").exists(), "patch models are evaluated, not mapped"
+    # the patch model is mapped too, each tile reading its halo from the other tile's cube
+    for tile, other in (TILES, TILES[::-1]):
+        with rasterio.open(tmp_path / "results" / "maps" / "cnn3d" / f"{tile}_class.tif") as src:
+            assert src.tags()["HALO_TILES"] == other and src.tags()["PATCH_SIZE"] == "5"
+        with rasterio.open(tmp_path / "results" / "maps" / "cnn3d" / f"{tile}_uncertainty.tif") as src:
+            assert list(src.descriptions) == ["confidence", "margin", "entropy"] and src.nodata == 255
+    with rasterio.open(tmp_path / "results" / "maps" / "cnn3d" / "mosaic.tif") as src:
+        assert (src.read(1) > 0).mean() > 0.3
 
 
 def test_l1c_inputs_run_through_a_fake_sen2cor(tmp_path):

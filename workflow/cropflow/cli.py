@@ -712,18 +712,25 @@ def _finetune(a):
 
 def _infer_args(p):
     _required("cube", "model-dir", "legend")(p)
+    p.add_argument("--neighbours", nargs="*", default=[],
+                   help="cubes of the tiles around this one: patch models read their halo from them")
+    p.add_argument("--grid", default=None, help="project grid JSON (patches are edge-padded beyond it)")
     p.add_argument("--window-rows", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-class", required=True)
+    p.add_argument("--out-uncertainty", default=None)
     p.add_argument("--out-proba", default=None)
 
 
 @command("infer", "classify a tile cube with a trained model, window by window", _infer_args)
 def _infer(a):
+    _threads(a.threads)
     from cropflow.inference import infer_tile
 
-    infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend)
+    infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend,
+               out_uncertainty=a.out_uncertainty, neighbours=a.neighbours,
+               grid=_load_grid(a.grid) if a.grid else None, threads=a.threads)
 
 
 def _mosaic_args(p):

@@ -154,3 +154,14 @@ def tile_grid(grid: ProjectGrid, tiles: gpd.GeoDataFrame, tile: str) -> ProjectG
         raise KeyError(f"tile {tile} is not in the tile grid")
     r = row.iloc[0]
     return grid.subgrid((r["left"], r["bottom"], r["right"], r["top"]))
+
+
+def neighbour_tiles(tiles: gpd.GeoDataFrame, tile: str) -> list[str]:
+    """Ids of the tiles sharing an edge or a corner with ``tile`` (up to 8 on the tile lattice), sorted."""
+    row = tiles.loc[tiles["tile_id"] == tile]
+    if row.empty:
+        raise KeyError(f"tile {tile} is not in the tile grid")
+    r = row.iloc[0]
+    touching = ((tiles["left"] <= r["right"]) & (tiles["right"] >= r["left"])
+                & (tiles["bottom"] <= r["top"]) & (tiles["top"] >= r["bottom"]) & (tiles["tile_id"] != tile))
+    return sorted(tiles.loc[touching, "tile_id"])

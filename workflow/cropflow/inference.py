@@ -1,10 +1,13 @@
 """Tiled inference: a trained model applied to a tile's feature cube window by window, written as COGs.
 
 The class map of a tile is a uint8 Cloud Optimised GeoTIFF on the tile grid (legend colour table, nodata 0);
+the uncertainty map holds the bands confidence, margin and normalised entropy (``cropflow.uncertainty``);
 the optional probability map holds one uint8 band per model class (round(p * 255), band descriptions =
 class names). Pixels with any NaN input (no observation at all in the season, see the cube seam) are nodata
-in the class map and 0 in every probability band. The tile is streamed in full-width row windows, so at most
-one window's (N, T, C) series are in memory at a time, whatever the tile size.
+in the class and uncertainty maps and 0 in every probability band. The tile is streamed in full-width row
+windows and predicted in batches, so at most one window (plus, for patch models, its halo rows read from the
+neighbouring tiles' cubes, ``cropflow.halo``) and one batch of samples are in memory, whatever the tile or
+county size.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cropflow.cube import cube_grid, cube_inputs, open_cube, pixel_series
+from cropflow import uncertainty
+from cropflow.cube import cube_grid, cube_inputs, open_cube
+from cropflow.grid import ProjectGrid
+from cropflow.halo import centre_valid, place, read_block, samples_at
 from cropflow.legend import Legend
 from cropflow.raster import cog_writer, row_windows
 
@@ -72,7 +78,8 @@ def input_mismatches(
             problems.append(
                 f"input '{name}': the cube has {word} time steps ({len(cube_times)}: {', '.join(cube_times)}) "
                 f"than the model was trained on ({len(model_times)}: {', '.join(model_times)}); "
-                f"dates only in the model: {only_model or 'none'}, only in the cube: {only_cube or 'none'}"
+                f"dates missing from the cube: {', '.join(only_model) or 'none'}; "
+                f"dates not in the model: {', '.join(only_cube) or 'none'}"
             )
     return problems
 
@@ -98,29 +105,6 @@ def valid_pixels(x: Mapping[str, np.ndarray]) -> np.ndarray:
 def proba_to_uint8(proba: np.ndarray) -> np.ndarray:
     """Probabilities in [0, 1] quantised to uint8 as round(p * 255)."""
     return np.rint(np.clip(proba, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def predict_pixels(
-    model, x: Mapping[str, np.ndarray], class_ids: Sequence[int], batch_size: int, nodata: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class ids (N,) uint8 and probabilities (N, K) float32 of pixel series, predicted in batches.
-
-    Pixels with a non-finite value get class ``nodata`` and probability 0 for every class; they are never
-    passed to the model. The class is the legend id of the most probable output (``class_ids[argmax p]``).
-    """
-    n = next(iter(x.values())).shape[0]
-    ids = np.asarray(class_ids, dtype=np.uint8)
-    classes = np.full(n, nodata, dtype=np.uint8)
-    proba = np.zeros((n, len(ids)), dtype=np.float32)
-    idx = np.flatnonzero(valid_pixels(x))
-    for start in range(0, idx.size, batch_size):
-        sel = idx[start:start + batch_size]
-        p = np.asarray(model.predict_proba({name: a[sel] for name, a in x.items()}), dtype=np.float32)
-        if p.shape != (sel.size, len(ids)):
-            raise ValueError(f"the model returned probabilities of shape {p.shape}, expected {(sel.size, len(ids))}")
-        proba[sel] = p
-        classes[sel] = ids[np.argmax(p, axis=1)]
-    return classes, proba
 
 
 # --------------------------------------------------------------------------------------------------- writing
@@ -166,7 +150,9 @@ def check_cube_for_model(
     if problems:
         raise ValueError(
             f"cube {cube_path} does not fit model {model_dir} ({meta.get('name', '?')}): " + "; ".join(problems)
-            + ". Rebuild the cube with the configuration the model was trained with, or retrain the model."
+            + ". Fix: rebuild the cube (rule 'stack') with the configuration the model was trained with (season, "
+            "stack.time_axis, s1.features, s1.coherence, s2.bands, samples.bands), or retrain the model on cubes "
+            "like this one."
         )
     unused = sorted(set(cube_meta) - set(meta["inputs"]))
     if unused:
@@ -179,6 +165,66 @@ def check_cube_for_model(
                         len(cube_meta[name]["times"]), model_dir, diff[:5])
 
 
+def patch_halo(model, model_dir: str | os.PathLike) -> int:
+    """The halo (h // 2) a model needs around a pixel: 0 for pixel models, from the (h, w, T, C) training shape
+    for patch models; ValueError for a patch that is not square with odd sides."""
+    if model.kind != "patch":
+        return 0
+    sizes = {tuple(shape[:2]) for shape in model.input_shapes.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"model {model_dir}: inputs with different patch sizes {sorted(sizes)}; retrain the model")
+    (h, w), = sizes
+    if h != w or h % 2 == 0:
+        raise ValueError(f"model {model_dir}: patch size {h} x {w} is not square and odd; retrain the model with "
+                         "an odd samples.patch_size")
+    return h // 2
+
+
+def _open_inputs(cube_path: str | os.PathLike, meta: Mapping, model_dir: str | os.PathLike
+                 ) -> tuple[dict[str, xr.DataArray], ProjectGrid, xr.Dataset]:
+    """The model's inputs of a cube (checked against the model) and its grid."""
+    if not Path(cube_path).exists():
+        raise FileNotFoundError(f"cube {cube_path} does not exist: run the 'stack' stage for this tile")
+    ds = open_cube(cube_path)
+    inputs = model_bands(cube_inputs(ds), meta)
+    check_cube_for_model(inputs, meta, cube_path, model_dir)
+    return {name: inputs[name] for name in meta["inputs"]}, cube_grid(ds), ds
+
+
+def _extent(grids: Sequence[ProjectGrid]) -> ProjectGrid:
+    """The smallest grid holding all ``grids`` (same CRS and lattice)."""
+    b = np.array([g.bounds for g in grids])
+    return ProjectGrid(grids[0].crs, grids[0].resolution,
+                       (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
+
+
+def predict_window(model, blocks: Mapping[str, np.ndarray], halo: int, class_ids: Sequence[int], batch_size: int,
+                   nodata: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class ids (N,) uint8, probabilities (N, K) float32 and validity (N,) of the interior pixels of halo
+    blocks {input: (y, x, T, C)}, row-major, predicted in batches of ``batch_size`` pixels.
+
+    A pixel is classified when its own series is finite in every input (its patch may hold NaN from a part of
+    the grid without a cube: the model fills those as during training); otherwise it gets class ``nodata`` and
+    probability 0 and is never passed to the model. Only one batch of patches is in memory at a time.
+    """
+    valid = centre_valid(blocks, halo)
+    width = valid.shape[1]
+    valid = valid.ravel()
+    ids = np.asarray(class_ids, dtype=np.uint8)
+    classes = np.full(valid.size, nodata, dtype=np.uint8)
+    proba = np.zeros((valid.size, len(ids)), dtype=np.float32)
+    idx = np.flatnonzero(valid)
+    for start in range(0, idx.size, batch_size):
+        sel = idx[start:start + batch_size]
+        rows, cols = np.divmod(sel, width)
+        p = np.asarray(model.predict_proba(samples_at(blocks, halo, rows, cols), batch_size), dtype=np.float32)
+        if p.shape != (sel.size, len(ids)):
+            raise ValueError(f"the model returned probabilities of shape {p.shape}, expected {(sel.size, len(ids))}")
+        proba[sel] = p
+        classes[sel] = ids[np.argmax(p, axis=1)]
+    return classes, proba, valid
+
+
 def infer_tile(
     cube_path: str | os.PathLike,
     model_dir: str | os.PathLike,
@@ -188,57 +234,89 @@ def infer_tile(
     batch_size: int = 4096,
     *,
     legend: str | os.PathLike | Legend,
+    out_uncertainty: str | os.PathLike | None = None,
+    neighbours: Sequence[str | os.PathLike] = (),
+    grid: ProjectGrid | None = None,
+    threads: int = 0,
 ) -> None:
-    """Classify every pixel of a tile cube with a trained model and write the class (and probability) COGs.
+    """Classify every pixel of a tile cube with a trained model and write the class, uncertainty (and
+    probability) COGs.
 
     ``legend`` (path or :class:`Legend`) gives the colour table and the class names of the probability bands.
+    A patch model reads a halo of (patch size // 2) pixels around each row window from the ``neighbours``
+    cubes (the tiles around this one); ``grid`` is the project grid, beyond which the patches are padded with
+    edge values (default: the extent of the tile and its neighbours). ``threads`` (> 0) caps a scikit-learn
+    model's workers (TensorFlow's pools are set by the CLI before TensorFlow starts). All outputs appear only
+    once complete.
     """
     from cropflow.models import load_trained  # deferred: importing the model stack loads TensorFlow
 
     if window_rows < 1 or batch_size < 1:
         raise ValueError(f"window_rows ({window_rows}) and batch_size ({batch_size}) must be positive")
     legend = legend if isinstance(legend, Legend) else Legend.load(str(legend))
-    if not Path(cube_path).exists():
-        raise FileNotFoundError(f"cube {cube_path} does not exist: run the 'stack' stage for this tile")
     meta = read_model_meta(model_dir)
-    ds = open_cube(cube_path)
-    inputs = model_bands(cube_inputs(ds), meta)
-    check_cube_for_model(inputs, meta, cube_path, model_dir)
-    inputs = {name: inputs[name] for name in meta["inputs"]}
+    inputs, tile_grid, ds = _open_inputs(cube_path, meta, model_dir)
 
     model = load_trained(model_dir)
+    if threads > 0 and hasattr(model.model, "n_jobs"):
+        model.model.n_jobs = threads  # as trained it may ask for every core of the node
     class_ids = [int(c) for c in model.class_ids]
     unknown = [c for c in class_ids if c not in legend.ids]
     if unknown:
         raise ValueError(f"model {model_dir} predicts class ids {unknown} that are not in the legend: "
                          "use the legend the model was trained with")
-    names = [legend.classes[legend.index_of(c)].name for c in class_ids]
-    grid = cube_grid(ds)
-    tile = ds.attrs.get("tile", Path(cube_path).stem)
-    tags = {"TILE": tile, "MODEL": meta.get("name", Path(model_dir).name), "CLASS_IDS": ",".join(map(str, class_ids))}
+    halo = patch_halo(model, model_dir)
+    others = [_open_inputs(p, meta, model_dir) for p in neighbours] if halo else []
+    if neighbours and not halo:
+        log.info("model %s is a pixel model: the %d neighbour cubes are not read", model_dir, len(neighbours))
+    grid = grid or _extent([tile_grid, *(g for _, g, _ in others)])
+    cubes = [place(cube_path, inputs, tile_grid, grid),
+             *(place(p, i, g, grid) for p, (i, g, _) in zip(neighbours, others))]
+    tile = cubes[0]
 
-    windows = row_windows(grid, window_rows)
+    names = [legend.classes[legend.index_of(c)].name for c in class_ids]
+    tile_id = ds.attrs.get("tile", Path(cube_path).stem)
+    tags = {"TILE": tile_id, "MODEL": meta.get("name", Path(model_dir).name),
+            "CLASS_IDS": ",".join(map(str, class_ids))}
+    if halo:
+        tags["PATCH_SIZE"] = 2 * halo + 1
+        tags["HALO_TILES"] = ",".join(str(ds_.attrs.get("tile", Path(p).stem))
+                                      for p, (_, _, ds_) in zip(neighbours, others))
+    windows = row_windows(tile_grid, window_rows)
     with contextlib.ExitStack() as stack:
-        cls_w = stack.enter_context(cog_writer(out_class, grid, count=1, dtype="uint8", nodata=legend.nodata,
-                                               tags=tags, colormap=legend.colormap(), resampling="MODE"))
-        proba_w = None
+        cls_w = stack.enter_context(cog_writer(out_class, tile_grid, count=1, dtype="uint8", nodata=legend.nodata,
+                                               tags=tags, colormap=legend.colormap(), resampling="MODE",
+                                               categories=legend.categories()))
+        unc_w = proba_w = None
+        if out_uncertainty is not None:
+            unc_w = stack.enter_context(cog_writer(out_uncertainty, tile_grid, count=len(uncertainty.BANDS),
+                                                   dtype="uint8", nodata=uncertainty.NODATA,
+                                                   band_names=uncertainty.BANDS, tags=tags, resampling="AVERAGE"))
         if out_proba is not None:
-            proba_w = stack.enter_context(cog_writer(out_proba, grid, count=len(class_ids), dtype="uint8",
+            proba_w = stack.enter_context(cog_writer(out_proba, tile_grid, count=len(class_ids), dtype="uint8",
                                                      nodata=None, band_names=names, tags=tags,
                                                      resampling="AVERAGE"))
         n_valid = 0
         for i, win in enumerate(windows, start=1):
-            rows = slice(win.row_off, win.row_off + win.height)
-            x = {name: pixel_series(da, rows) for name, da in inputs.items()}
-            classes, proba = predict_pixels(model, x, class_ids, batch_size, legend.nodata)
-            n_valid += int(np.count_nonzero(classes != legend.nodata))
-            cls_w.write(classes.reshape(1, win.height, win.width), win)
+            r0 = tile.row + win.row_off
+            blocks = {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
+                                       (tile.col - halo, tile.col + tile.width + halo), grid.shape)
+                      for name in inputs}
+            classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
+            n_valid += int(np.count_nonzero(valid))
+            shape = (win.height, win.width)
+            cls_w.write(classes.reshape(1, *shape), win)
+            if unc_w is not None:
+                unc_w.write(uncertainty.uncertainty_bands(proba, valid).reshape(-1, *shape), win)
             if proba_w is not None:
-                q = proba_to_uint8(proba).T.reshape(len(class_ids), win.height, win.width)
-                proba_w.write(q, win)
-            log.info("tile %s: window %d/%d (rows %d-%d) classified", tile, i, len(windows), rows.start, rows.stop - 1)
-    total = grid.width * grid.height
-    if n_valid < total:
+                proba_w.write(proba_to_uint8(proba).T.reshape(len(class_ids), *shape), win)
+            log.info("tile %s: window %d/%d (rows %d-%d) classified", tile_id, i, len(windows), win.row_off,
+                     win.row_off + win.height - 1)
+    total = tile_grid.width * tile_grid.height
+    if n_valid == 0:
+        log.warning("tile %s: no pixel of %s has an observation in every input: the maps are all nodata",
+                    tile_id, cube_path)
+    elif n_valid < total:
         log.info("tile %s: %d of %d pixels have NaN inputs (no observation) and are nodata",
-                 tile, total - n_valid, total)
-    log.info("tile %s: class map written to %s", tile, out_class)
+                 tile_id, total - n_valid, total)
+    log.info("tile %s: class map written to %s", tile_id, out_class)

@@ -1,0 +1,253 @@
+"""Seamless tiled inference: four tile cubes (with halos from their neighbours) against one merged cube."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+
+from cropflow.cube import cube_inputs, open_cube
+from cropflow.grid import ProjectGrid, make_tiles, neighbour_tiles, tile_grid
+from cropflow.halo import place, read_block, samples_at
+from cropflow.inference import infer_tile
+from cropflow.legend import Legend
+from cropflow.mosaic import mosaic
+from cropflow.raster import write_raster
+from cropflow.sampleset import SampleSet
+from cropflow.stack import Layer, build_cube
+from cropflow.training import train
+
+LEGEND = Path(__file__).parents[1] / "resources" / "legend.yaml"
+TILE = 120.0  # 12 x 12 pixels
+GRID = ProjectGrid("EPSG:32652", 10.0, (320040.0, 5339760.0, 320280.0, 5340000.0))  # 24 x 24: 2 x 2 tiles
+DATES = [np.datetime64(d, "D") for d in ("2023-05-08", "2023-06-13", "2023-07-07", "2023-08-12")]
+BANDS = ["vv_db", "coh_vv", "B8A"]
+CLASSES = (1, 2, 5)
+PATCH = 5
+NAN_PIXELS = ((11, 11), (12, 3), (0, 23))  # no observation: at a tile corner, at a tile edge, at the grid corner
+
+
+def truth_map() -> np.ndarray:
+    """Three classes in blocks that cross the tile edges (rows and columns 12)."""
+    y = np.full(GRID.shape, 1, dtype=np.uint8)
+    y[:, 9:16] = 2
+    y[8:15, 17:] = 5
+    y[18:, :6] = 5
+    return y
+
+
+def write_layers(folder: Path, seed: int = 0) -> list[Layer]:
+    """One raster per date over the whole grid: class curves plus noise, NaN at NAN_PIXELS."""
+    rng = np.random.default_rng(seed)
+    truth = truth_map()
+    s = np.linspace(0.0, np.pi, len(DATES))[:, None]
+    k = np.arange(len(BANDS))[None, :]
+    curves = {1: np.sin(s) * (1 + k), 2: np.cos(s) * (1 + k), 5: 0.5 + 0.0 * s + 0.3 * k}
+    layers = []
+    for t, day in enumerate(DATES):
+        data = np.empty((len(BANDS), *GRID.shape), np.float32)
+        for cid, curve in curves.items():
+            data[:, truth == cid] = curve[t][:, None]
+        data += rng.normal(0.0, 0.4, data.shape).astype(np.float32)
+        for r, c in NAN_PIXELS:
+            data[:, r, c] = np.nan
+        path = folder / f"layer_{t}.tif"
+        write_raster(path, data, GRID, nodata=float("nan"), band_names=BANDS)
+        layers.append(Layer("s1", day, str(path), tuple(BANDS)))
+    return layers
+
+
+def cube(layers: list[Layer], grid: ProjectGrid, tile: str, path: Path) -> Path:
+    build_cube({"s1": layers}, {"s1": BANDS}, {"s1": DATES}, grid, tile, path)
+    return path
+
+
+def samples(merged: Path, rows: slice) -> SampleSet:
+    """Labelled series and 5 x 5 patches (edge-padded at the grid edge) of every valid pixel of some rows."""
+    da = cube_inputs(open_cube(merged))
+    placed = [place(merged, {"features": da["features"]}, GRID, GRID)]
+    h = PATCH // 2
+    block = read_block(placed, "features", (-h, GRID.height + h), (-h, GRID.width + h), GRID.shape)
+    rr, cc = np.meshgrid(np.arange(GRID.height)[rows], np.arange(GRID.width), indexing="ij")
+    rr, cc = rr.ravel(), cc.ravel()
+    patches = samples_at({"f": block}, h, rr, cc)["f"]
+    series = patches[:, h, h]
+    ok = np.isfinite(series).all(axis=(1, 2))
+    patches = patches[ok]
+    y = truth_map()[rr[ok], cc[ok]].astype(np.int16)
+    legend = Legend.load(str(LEGEND))
+    inputs = {"features": {"bands": BANDS, "times": [str(d) for d in DATES]}}
+    return SampleSet(x={"features": series[ok]}, patches={"features": patches}, y=y, parcel_id=np.arange(y.size),
+                     tile_index=np.zeros(y.size, np.int16), inputs=inputs, class_ids=list(CLASSES),
+                     class_names=[legend.names[legend.index_of(c)] for c in CLASSES])
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    """The 2 x 2 tile cubes, the merged cube of the same area, a patch (cnn3d) and a pixel (rf) model."""
+    folder = tmp_path_factory.mktemp("tiles")
+    layers = write_layers(folder)
+    aoi = gpd.GeoDataFrame(geometry=[shapely.box(*GRID.bounds)], crs=GRID.crs)
+    table = make_tiles(GRID, aoi, TILE)
+    cubes = {t: cube(layers, tile_grid(GRID, table, t), t, folder / f"{t}.zarr") for t in table["tile_id"]}
+    merged = cube(layers, GRID, "merged", folder / "merged.zarr")
+    tr, va = samples(merged, slice(0, None, 2)), samples(merged, slice(1, None, 2))
+    cnn = folder / "cnn3d"
+    train("cnn3d", tr, va, {"filters": [4, 4, 8], "dense": [16], "dropout": 0.1, "epochs": 2, "batch_size": 64,
+                            "patience": 2}, 3, cnn)
+    rf = folder / "rf"
+    train("rf", tr, va, {"n_estimators": 15, "n_jobs": 1}, 3, rf)
+    return table, cubes, merged, {"cnn3d": cnn, "rf": rf}
+
+
+def read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def tiled_and_merged(tiles, model: str, out: Path, monkeypatch, window_rows: int = 5, batch_size: int = 37):
+    """(mosaicked 4-tile maps, merged map) as {kind: array} for the class, uncertainty and probability COGs and
+    the float probabilities ("float", (K, y, x)) the model returned."""
+    import cropflow.inference as inference
+
+    table, cubes, merged, models = tiles
+    kinds = ("class", "uncertainty", "proba")
+    k_classes = len(CLASSES)
+    whole = {k: np.zeros((n, *GRID.shape), np.uint8) for k, n in zip(kinds, (1, 3, k_classes))}
+    whole["float"] = np.zeros((k_classes, *GRID.shape), np.float32)
+    returned = []
+    real = inference.predict_window
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        returned.append(result[1])
+        return result
+
+    monkeypatch.setattr(inference, "predict_window", recording)
+    for t, path in cubes.items():
+        neighbours = [cubes[n] for n in neighbour_tiles(table, t)]
+        outs = {k: out / f"{t}_{k}.tif" for k in kinds}
+        returned.clear()
+        infer_tile(path, models[model], outs["class"], outs["proba"], window_rows, batch_size, legend=LEGEND,
+                   out_uncertainty=outs["uncertainty"], neighbours=neighbours, grid=GRID)
+        win = GRID.window_of(tile_grid(GRID, table, t))
+        rows, cols = slice(win.row_off, win.row_off + win.height), slice(win.col_off, win.col_off + win.width)
+        for k in kinds:
+            whole[k][:, rows, cols] = read(outs[k])
+        whole["float"][:, rows, cols] = np.concatenate(returned).T.reshape(k_classes, win.height, win.width)
+    ref = {k: out / f"merged_{k}.tif" for k in kinds}
+    returned.clear()
+    infer_tile(merged, models[model], ref["class"], ref["proba"], 7, 101, legend=LEGEND,
+               out_uncertainty=ref["uncertainty"])
+    one = {k: read(p) for k, p in ref.items()}
+    one["float"] = np.concatenate(returned).T.reshape(k_classes, *GRID.shape)
+    return whole, one
+
+
+def test_neighbours_are_the_touching_tiles(tiles):
+    table = tiles[0]
+    assert len(table) == 4
+    for t in table["tile_id"]:
+        assert neighbour_tiles(table, t) == sorted(set(table["tile_id"]) - {t})
+
+
+def test_patch_model_tiles_with_halos_equal_the_merged_cube(tiles, tmp_path, monkeypatch):
+    tiled, merged = tiled_and_merged(tiles, "cnn3d", tmp_path, monkeypatch)
+    np.testing.assert_array_equal(tiled["class"], merged["class"])
+    np.testing.assert_allclose(tiled["float"], merged["float"], rtol=0, atol=1e-5)
+    # probabilities and uncertainty agree to the uint8 quantisation step (float differences of batching)
+    for kind in ("proba", "uncertainty"):
+        diff = np.abs(tiled[kind].astype(int) - merged[kind].astype(int))
+        assert diff.max() <= 1, kind
+        assert np.mean(diff == 0) > 0.99, kind
+    for r, c in NAN_PIXELS:
+        assert tiled["class"][0, r, c] == 0 and (tiled["uncertainty"][:, r, c] == 255).all()
+    # the map is not trivially constant: the seam test means something
+    assert len(np.unique(merged["class"][merged["class"] > 0])) >= 2
+
+
+def test_patch_model_without_neighbours_differs_at_tile_edges(tiles, tmp_path):
+    """Without halos a tile is padded at its own edges: the maps differ from the merged one near the seams."""
+    table, cubes, merged, models = tiles
+    t = table["tile_id"].iloc[0]
+    infer_tile(cubes[t], models["cnn3d"], tmp_path / "alone.tif", legend=LEGEND, out_uncertainty=tmp_path / "u.tif")
+    infer_tile(merged, models["cnn3d"], tmp_path / "m.tif", legend=LEGEND, out_uncertainty=tmp_path / "mu.tif")
+    win = GRID.window_of(tile_grid(GRID, table, t))
+    ref = read(tmp_path / "mu.tif")[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
+    assert not np.array_equal(read(tmp_path / "u.tif"), ref)
+
+
+def test_pixel_model_tiles_equal_the_merged_cube(tiles, tmp_path, monkeypatch):
+    tiled, merged = tiled_and_merged(tiles, "rf", tmp_path, monkeypatch)
+    for kind in ("class", "uncertainty", "proba", "float"):
+        np.testing.assert_array_equal(tiled[kind], merged[kind])
+
+
+def test_majority_filtered_mosaic_of_tile_maps_equals_the_merged_map(tiles, tmp_path):
+    table, cubes, merged, models = tiles
+    maps = []
+    for t, path in cubes.items():
+        maps.append(tmp_path / f"{t}_class.tif")
+        infer_tile(path, models["cnn3d"], maps[-1], legend=LEGEND,
+                   neighbours=[cubes[n] for n in neighbour_tiles(table, t)], grid=GRID)
+    infer_tile(merged, models["cnn3d"], tmp_path / "merged_class.tif", legend=LEGEND)
+    mosaic(maps, GRID, tmp_path / "tiles.tif", LEGEND, True, None, window_rows=5)
+    mosaic([tmp_path / "merged_class.tif"], GRID, tmp_path / "one.tif", LEGEND, True, None, window_rows=9)
+    np.testing.assert_array_equal(read(tmp_path / "tiles.tif"), read(tmp_path / "one.tif"))
+
+
+def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
+    """Per window only the window plus its halo is read, and the model sees at most one batch of patches."""
+    import cropflow.inference as inference
+
+    table, cubes, _, models = tiles
+    t = table["tile_id"].iloc[0]
+    reads, batches = [], []
+    real_read, real_samples = inference.read_block, inference.samples_at
+
+    def recording_read(cubes_, name, rows, cols, shape):
+        out = real_read(cubes_, name, rows, cols, shape)
+        reads.append(out.shape[:2])
+        return out
+
+    def recording_samples(blocks, h, rows, cols):
+        out = real_samples(blocks, h, rows, cols)
+        batches.append(next(iter(out.values())).shape)
+        return out
+
+    monkeypatch.setattr(inference, "read_block", recording_read)
+    monkeypatch.setattr(inference, "samples_at", recording_samples)
+    infer_tile(cubes[t], models["cnn3d"], tmp_path / "c.tif", window_rows=4, batch_size=10, legend=LEGEND,
+               neighbours=[cubes[n] for n in neighbour_tiles(table, t)], grid=GRID)
+    assert reads == [(4 + 4, 12 + 4)] * 3  # 3 windows of 4 rows, a halo of 2 on every side
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert src.tags()["HALO_TILES"] == ",".join(neighbour_tiles(table, t)) and src.tags()["PATCH_SIZE"] == "5"
+    assert max(b[0] for b in batches) == 10 and all(b[1:3] == (PATCH, PATCH) for b in batches)
+    win = GRID.window_of(tile_grid(GRID, table, t))
+    inside = [(r, c) for r, c in NAN_PIXELS
+              if win.row_off <= r < win.row_off + 12 and win.col_off <= c < win.col_off + 12]
+    assert sum(b[0] for b in batches) == 12 * 12 - len(inside)
+
+
+def test_infer_command_reads_the_neighbours_and_writes_the_uncertainty(tiles, tmp_path):
+    import json
+
+    from cropflow import cli
+
+    table, cubes, _, models = tiles
+    t = table["tile_id"].iloc[-1]
+    (tmp_path / "grid.json").write_text(json.dumps(GRID.to_dict()))
+    neighbours = [str(cubes[n]) for n in neighbour_tiles(table, t)]
+    rc = cli.main(["infer", "--cube", str(cubes[t]), "--neighbours", *neighbours, "--grid", str(tmp_path / "grid.json"),
+                   "--model-dir", str(models["cnn3d"]), "--legend", str(LEGEND), "--window-rows", "5",
+                   "--threads", "1", "--out-class", str(tmp_path / "c.tif"),
+                   "--out-uncertainty", str(tmp_path / "u.tif")])
+    assert rc == 0
+    infer_tile(cubes[t], models["cnn3d"], tmp_path / "ref.tif", legend=LEGEND, out_uncertainty=tmp_path / "ru.tif",
+               neighbours=neighbours, grid=GRID)
+    np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "ref.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "u.tif"), read(tmp_path / "ru.tif"))

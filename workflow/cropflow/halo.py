@@ -1,0 +1,94 @@
+"""A tile's cube read with a halo from its neighbours' cubes, and the per-pixel patches of such a block.
+
+Patch models classify a pixel from the h x w patch centred on it. To give at a tile edge the patch a single
+raster of the whole project grid would give, a tile's rows are read together with ``halo`` rows and columns
+around them from the cubes of the neighbouring tiles. Beyond the project grid the block is padded with the
+edge values (``numpy.pad`` mode "edge", as the training patches are, ``cropflow.samples``); inside the grid
+where no cube exists (a tile outside the AOI) the values are NaN, i.e. no observation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from numpy.lib.stride_tricks import sliding_window_view
+
+from cropflow.grid import ProjectGrid
+
+
+@dataclass(frozen=True)
+class PlacedCube:
+    """The model inputs {name: (time, band, y, x)} of one cube and its window (row, col offset) in the grid."""
+
+    path: str
+    inputs: Mapping[str, xr.DataArray]
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def place(path: str | os.PathLike, inputs: Mapping[str, xr.DataArray], cube: ProjectGrid,
+          grid: ProjectGrid) -> PlacedCube:
+    """A cube's inputs placed in ``grid``; ValueError naming the cube unless it lies inside the grid."""
+    win = grid.window_of(cube)
+    if win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > grid.width \
+            or win.row_off + win.height > grid.height:
+        raise ValueError(f"cube {path} ({cube.bounds}) is not inside the project grid {grid.bounds}: "
+                         "rebuild it with 'stack' for this project")
+    return PlacedCube(str(path), inputs, int(win.row_off), int(win.col_off), int(win.height), int(win.width))
+
+
+def read_block(cubes: Sequence[PlacedCube], name: str, rows: tuple[int, int], cols: tuple[int, int],
+               shape: tuple[int, int]) -> np.ndarray:
+    """Rows ``rows`` x columns ``cols`` (start, stop; may reach beyond the grid of ``shape``) of input ``name``
+    assembled from ``cubes`` as a (y, x, T, C) float32 array.
+
+    Only the cubes' parts inside the block are read. Grid pixels no cube covers are NaN; the parts beyond
+    the grid are padded with the edge values of the block.
+    """
+    (r0, r1), (c0, c1) = rows, cols
+    ra, rb, ca, cb = max(r0, 0), min(r1, shape[0]), max(c0, 0), min(c1, shape[1])
+    n_t, n_c = (int(s) for s in cubes[0].inputs[name].shape[:2])
+    block = np.full((max(rb - ra, 0), max(cb - ca, 0), n_t, n_c), np.nan, dtype=np.float32)
+    for cube in cubes:
+        ya, yb = max(ra, cube.row), min(rb, cube.row + cube.height)
+        xa, xb = max(ca, cube.col), min(cb, cube.col + cube.width)
+        if ya >= yb or xa >= xb:
+            continue
+        part = cube.inputs[name].isel(y=slice(ya - cube.row, yb - cube.row), x=slice(xa - cube.col, xb - cube.col))
+        block[ya - ra:yb - ra, xa - ca:xb - ca] = part.values.transpose(2, 3, 0, 1)
+    pad = ((ra - r0, r1 - rb), (ca - c0, c1 - cb), (0, 0), (0, 0))
+    return np.pad(block, pad, mode="edge") if any(p for pair in pad for p in pair) else block
+
+
+def centre_valid(blocks: Mapping[str, np.ndarray], halo: int) -> np.ndarray:
+    """Pixels (rows, cols) of the block interior (without the halo) whose every input value is finite."""
+    valid = None
+    for block in blocks.values():
+        inner = block[halo:block.shape[0] - halo, halo:block.shape[1] - halo]
+        ok = np.isfinite(inner).all(axis=(2, 3))
+        valid = ok if valid is None else valid & ok
+    return valid
+
+
+def samples_at(blocks: Mapping[str, np.ndarray], halo: int, rows: np.ndarray,
+               cols: np.ndarray) -> dict[str, np.ndarray]:
+    """Model inputs of the interior pixels (rows, cols) of halo blocks: (N, T, C) series when ``halo`` is 0,
+    else (N, 2 halo + 1, 2 halo + 1, T, C) patches centred on the pixels.
+
+    Patches are gathered from a strided view of the block (``numpy.lib.stride_tricks.sliding_window_view``),
+    so only the asked pixels' patches are copied.
+    """
+    if halo == 0:
+        return {name: np.ascontiguousarray(b[rows, cols]) for name, b in blocks.items()}
+    size = 2 * halo + 1
+    out = {}
+    for name, b in blocks.items():
+        view = sliding_window_view(b, (size, size), axis=(0, 1))  # (y, x, T, C, size, size)
+        out[name] = np.ascontiguousarray(view[rows, cols].transpose(0, 3, 4, 1, 2))
+    return out
