@@ -256,6 +256,16 @@ def get_infer_neighbours(wildcards):
     return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
 
 
+def get_samples_neighbours(wildcards):
+    """The cubes of the tiles around a tile, from which its training patches are read across the tile edges
+    ([] without patches)."""
+    if not config["samples"]["patches"]:
+        return []
+    from cropflow.grid import neighbour_tiles
+
+    return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
+
+
 def get_model_params(wildcards):
     return config["models"].get(wildcards.model, {})
 

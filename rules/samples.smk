@@ -1,9 +1,12 @@
-# Samples: labelled pixel series (and optional patches) per tile and split, merged per split.
+# Samples: labelled pixel series (and optional patches, read across tile edges from the neighbouring tiles'
+# cubes as inference reads them) per tile and split, merged per split.
 
 
 rule samples_tile:
     input:
         cube="results/cubes/{tile}.zarr",
+        neighbours=get_samples_neighbours,
+        grid="results/grid/grid.json",
         classes="results/labels/{tile}_class.tif",
         parcel_ids="results/labels/{tile}_parcel.tif",
         parcels="results/labels/parcels.gpkg",
@@ -25,7 +28,8 @@ rule samples_tile:
     conda:
         "../envs/geo.yaml"
     shell:
-        "python -m cropflow samples-tile --cube {input.cube} --classes {input.classes}"
+        "python -m cropflow samples-tile --cube {input.cube} --neighbours {input.neighbours} --grid {input.grid}"
+        " --classes {input.classes}"
         " --parcel-ids {input.parcel_ids} --parcels {input.parcels} --tiles {input.tiles}"
         " --tile {wildcards.tile} --legend {input.legend} --pixels-per-parcel {params.per_parcel}"
         " --patch-size {params.patch} --seed {params.seed} --bands '{input.bands}'"

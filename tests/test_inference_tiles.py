@@ -9,61 +9,20 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, write_layers
 
 from cropflow.cube import cube_inputs, open_cube
-from cropflow.grid import ProjectGrid, make_tiles, neighbour_tiles, tile_grid
-from cropflow.halo import place, read_block, samples_at
+from cropflow.grid import make_tiles, neighbour_tiles, tile_grid
+from cropflow.halo import patch_gaps, place, read_block, samples_at
 from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
-from cropflow.raster import write_raster
 from cropflow.sampleset import SampleSet
-from cropflow.stack import Layer, build_cube
 from cropflow.training import train
 
 LEGEND = Path(__file__).parents[1] / "resources" / "legend.yaml"
-TILE = 120.0  # 12 x 12 pixels
-GRID = ProjectGrid("EPSG:32652", 10.0, (320040.0, 5339760.0, 320280.0, 5340000.0))  # 24 x 24: 2 x 2 tiles
-DATES = [np.datetime64(d, "D") for d in ("2023-05-08", "2023-06-13", "2023-07-07", "2023-08-12")]
-BANDS = ["vv_db", "coh_vv", "B8A"]
 CLASSES = (1, 2, 5)
 PATCH = 5
-NAN_PIXELS = ((11, 11), (12, 3), (0, 23))  # no observation: at a tile corner, at a tile edge, at the grid corner
-
-
-def truth_map() -> np.ndarray:
-    """Three classes in blocks that cross the tile edges (rows and columns 12)."""
-    y = np.full(GRID.shape, 1, dtype=np.uint8)
-    y[:, 9:16] = 2
-    y[8:15, 17:] = 5
-    y[18:, :6] = 5
-    return y
-
-
-def write_layers(folder: Path, seed: int = 0) -> list[Layer]:
-    """One raster per date over the whole grid: class curves plus noise, NaN at NAN_PIXELS."""
-    rng = np.random.default_rng(seed)
-    truth = truth_map()
-    s = np.linspace(0.0, np.pi, len(DATES))[:, None]
-    k = np.arange(len(BANDS))[None, :]
-    curves = {1: np.sin(s) * (1 + k), 2: np.cos(s) * (1 + k), 5: 0.5 + 0.0 * s + 0.3 * k}
-    layers = []
-    for t, day in enumerate(DATES):
-        data = np.empty((len(BANDS), *GRID.shape), np.float32)
-        for cid, curve in curves.items():
-            data[:, truth == cid] = curve[t][:, None]
-        data += rng.normal(0.0, 0.4, data.shape).astype(np.float32)
-        for r, c in NAN_PIXELS:
-            data[:, r, c] = np.nan
-        path = folder / f"layer_{t}.tif"
-        write_raster(path, data, GRID, nodata=float("nan"), band_names=BANDS)
-        layers.append(Layer("s1", day, str(path), tuple(BANDS)))
-    return layers
-
-
-def cube(layers: list[Layer], grid: ProjectGrid, tile: str, path: Path) -> Path:
-    build_cube({"s1": layers}, {"s1": BANDS}, {"s1": DATES}, grid, tile, path)
-    return path
 
 
 def samples(merged: Path, rows: slice) -> SampleSet:
@@ -251,3 +210,41 @@ def test_infer_command_reads_the_neighbours_and_writes_the_uncertainty(tiles, tm
                neighbours=neighbours, grid=GRID)
     np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "ref.tif"))
     np.testing.assert_array_equal(read(tmp_path / "u.tif"), read(tmp_path / "ru.tif"))
+
+
+def test_patch_gaps_marks_the_pixels_whose_patch_holds_a_nan():
+    block = np.ones((6, 7, 2, 1), np.float32)
+    block[0, 6, 1, 0] = np.nan  # in the halo: only the interior corner pixel's patch reaches it
+    block[4, 2] = np.inf
+    gaps = patch_gaps({"a": block, "b": np.ones_like(block)}, 1)
+    expected = np.zeros((4, 5), bool)
+    expected[0, 4] = True
+    expected[2:4, 0:3] = True
+    np.testing.assert_array_equal(gaps, expected)
+    np.testing.assert_array_equal(patch_gaps({"a": block}, 0), ~np.isfinite(block).all(axis=(2, 3)))
+
+
+def test_patches_reaching_a_missing_tile_give_one_summary_line(tiles, tmp_path, caplog):
+    """Patches that reach into the grid where no tile is (or a never-observed pixel) are counted once per tile
+    job, not warned about per batch."""
+    table, cubes, _, models = tiles
+    t, missing = table["tile_id"].iloc[0], table["tile_id"].iloc[1]
+    neighbours = [cubes[n] for n in neighbour_tiles(table, t) if n != missing]
+    with caplog.at_level("DEBUG"):
+        infer_tile(cubes[t], models["cnn3d"], tmp_path / "c.tif", window_rows=4, batch_size=10, legend=LEGEND,
+                   neighbours=neighbours, grid=GRID)
+    nan = np.zeros(GRID.shape, bool)
+    for r, c in NAN_PIXELS:
+        nan[r, c] = True
+    gone = GRID.window_of(tile_grid(GRID, table, missing))
+    nan[gone.row_off:gone.row_off + gone.height, gone.col_off:gone.col_off + gone.width] = True
+    win, h = GRID.window_of(tile_grid(GRID, table, t)), PATCH // 2
+    expected = sum(nan[max(r - h, 0):r + h + 1, max(c - h, 0):c + h + 1].any() and not nan[r, c]
+                   for r in range(win.row_off, win.row_off + win.height)
+                   for c in range(win.col_off, win.col_off + win.width))
+    assert expected > 12
+    summary = [r for r in caplog.records if "patches reaching pixels without observation" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].levelname == "WARNING"
+    assert f"{expected} classified pixels" in summary[0].getMessage()
+    per_batch = [r for r in caplog.records if "have missing values" in r.getMessage()]
+    assert per_batch and all(r.levelname == "DEBUG" for r in per_batch)

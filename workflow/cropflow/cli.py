@@ -551,6 +551,9 @@ def _samples_tile_args(p):
     p.add_argument("--patch-size", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bands", default="", help="a band-selection JSON (cropflow select); all bands when empty")
+    p.add_argument("--neighbours", nargs="*", default=[],
+                   help="cubes of the tiles around this one: patches across the tile edges are read from them")
+    p.add_argument("--grid", default=None, help="project grid JSON (patches are edge-padded beyond it)")
 
 
 @command("samples-tile", "a tile's labelled samples for every split", _samples_tile_args)
@@ -566,7 +569,8 @@ def _samples_tile(a):
     tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, legend.ids, legend.names,
                  {"train": a.out_train, "val": a.out_val, "test": a.out_test},
                  pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed,
-                 bands=load_selection(a.bands) if a.bands else None)
+                 bands=load_selection(a.bands) if a.bands else None, neighbours=a.neighbours,
+                 grid=_load_grid(a.grid) if a.grid else None)
 
 
 def _samples_merge_args(p):

@@ -43,6 +43,14 @@ def place(path: str | os.PathLike, inputs: Mapping[str, xr.DataArray], cube: Pro
     return PlacedCube(str(path), inputs, int(win.row_off), int(win.col_off), int(win.height), int(win.width))
 
 
+def extent(grids: Sequence[ProjectGrid]) -> ProjectGrid:
+    """The smallest grid holding all ``grids`` (same CRS and lattice): the default project grid of a tile and
+    its neighbours."""
+    b = np.array([g.bounds for g in grids])
+    return ProjectGrid(grids[0].crs, grids[0].resolution,
+                       (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
+
+
 def read_block(cubes: Sequence[PlacedCube], name: str, rows: tuple[int, int], cols: tuple[int, int],
                shape: tuple[int, int]) -> np.ndarray:
     """Rows ``rows`` x columns ``cols`` (start, stop; may reach beyond the grid of ``shape``) of input ``name``
@@ -74,6 +82,18 @@ def centre_valid(blocks: Mapping[str, np.ndarray], halo: int) -> np.ndarray:
         ok = np.isfinite(inner).all(axis=(2, 3))
         valid = ok if valid is None else valid & ok
     return valid
+
+
+def patch_gaps(blocks: Mapping[str, np.ndarray], halo: int) -> np.ndarray:
+    """Pixels (rows, cols) of the block interior whose (2 halo + 1)-square patch holds a non-finite value in some
+    input: a part of the grid without a cube or a pixel never observed."""
+    gap = None
+    for block in blocks.values():
+        g = ~np.isfinite(block).all(axis=(2, 3))
+        gap = g if gap is None else gap | g
+    size = 2 * halo + 1
+    rows = sliding_window_view(gap, size, axis=0).any(axis=-1)
+    return sliding_window_view(rows, size, axis=1).any(axis=-1)
 
 
 def samples_at(blocks: Mapping[str, np.ndarray], halo: int, rows: np.ndarray,

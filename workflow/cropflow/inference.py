@@ -25,7 +25,7 @@ import xarray as xr
 from cropflow import uncertainty
 from cropflow.cube import cube_grid, cube_inputs, open_cube
 from cropflow.grid import ProjectGrid
-from cropflow.halo import centre_valid, place, read_block, samples_at
+from cropflow.halo import centre_valid, extent, patch_gaps, place, read_block, samples_at
 from cropflow.legend import Legend
 from cropflow.raster import cog_writer, row_windows
 
@@ -191,13 +191,6 @@ def _open_inputs(cube_path: str | os.PathLike, meta: Mapping, model_dir: str | o
     return {name: inputs[name] for name in meta["inputs"]}, cube_grid(ds), ds
 
 
-def _extent(grids: Sequence[ProjectGrid]) -> ProjectGrid:
-    """The smallest grid holding all ``grids`` (same CRS and lattice)."""
-    b = np.array([g.bounds for g in grids])
-    return ProjectGrid(grids[0].crs, grids[0].resolution,
-                       (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
-
-
 def predict_window(model, blocks: Mapping[str, np.ndarray], halo: int, class_ids: Sequence[int], batch_size: int,
                    nodata: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class ids (N,) uint8, probabilities (N, K) float32 and validity (N,) of the interior pixels of halo
@@ -205,7 +198,8 @@ def predict_window(model, blocks: Mapping[str, np.ndarray], halo: int, class_ids
 
     A pixel is classified when its own series is finite in every input (its patch may hold NaN from a part of
     the grid without a cube: the model fills those as during training); otherwise it gets class ``nodata`` and
-    probability 0 and is never passed to the model. Only one batch of patches is in memory at a time.
+    probability 0 and is never passed to the model (which is asked not to warn per batch about gaps: the tile
+    job sums them up, :func:`cropflow.halo.patch_gaps`). Only one batch of patches is in memory at a time.
     """
     valid = centre_valid(blocks, halo)
     width = valid.shape[1]
@@ -217,7 +211,8 @@ def predict_window(model, blocks: Mapping[str, np.ndarray], halo: int, class_ids
     for start in range(0, idx.size, batch_size):
         sel = idx[start:start + batch_size]
         rows, cols = np.divmod(sel, width)
-        p = np.asarray(model.predict_proba(samples_at(blocks, halo, rows, cols), batch_size), dtype=np.float32)
+        p = np.asarray(model.predict_proba(samples_at(blocks, halo, rows, cols), batch_size, warn_missing=False),
+                       dtype=np.float32)
         if p.shape != (sel.size, len(ids)):
             raise ValueError(f"the model returned probabilities of shape {p.shape}, expected {(sel.size, len(ids))}")
         proba[sel] = p
@@ -269,7 +264,7 @@ def infer_tile(
     others = [_open_inputs(p, meta, model_dir) for p in neighbours] if halo else []
     if neighbours and not halo:
         log.info("model %s is a pixel model: the %d neighbour cubes are not read", model_dir, len(neighbours))
-    grid = grid or _extent([tile_grid, *(g for _, g, _ in others)])
+    grid = grid or extent([tile_grid, *(g for _, g, _ in others)])
     cubes = [place(cube_path, inputs, tile_grid, grid),
              *(place(p, i, g, grid) for p, (i, g, _) in zip(neighbours, others))]
     tile = cubes[0]
@@ -296,7 +291,7 @@ def infer_tile(
             proba_w = stack.enter_context(cog_writer(out_proba, tile_grid, count=len(class_ids), dtype="uint8",
                                                      nodata=None, band_names=names, tags=tags,
                                                      resampling="AVERAGE"))
-        n_valid = 0
+        n_valid = n_gaps = 0
         for i, win in enumerate(windows, start=1):
             r0 = tile.row + win.row_off
             blocks = {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
@@ -304,6 +299,8 @@ def infer_tile(
                       for name in inputs}
             classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
             n_valid += int(np.count_nonzero(valid))
+            if halo:
+                n_gaps += int(np.count_nonzero(patch_gaps(blocks, halo).ravel() & valid))
             shape = (win.height, win.width)
             cls_w.write(classes.reshape(1, *shape), win)
             if unc_w is not None:
@@ -319,4 +316,8 @@ def infer_tile(
     elif n_valid < total:
         log.info("tile %s: %d of %d pixels have NaN inputs (no observation) and are nodata",
                  tile_id, total - n_valid, total)
+    if n_gaps:
+        log.warning("tile %s: %d classified pixels have patches reaching pixels without observation (a part of the "
+                    "grid without a tile, or never observed); those values were set to 0 after normalisation, as in "
+                    "training", tile_id, n_gaps)
     log.info("tile %s: class map written to %s", tile_id, out_class)

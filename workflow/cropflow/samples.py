@@ -16,7 +16,9 @@ import pyogrio
 import rasterio
 import xarray as xr
 
-from cropflow.cube import cube_inputs, open_cube
+from cropflow.cube import cube_grid, cube_inputs, open_cube
+from cropflow.grid import ProjectGrid
+from cropflow.halo import PlacedCube, extent, place, read_block, samples_at
 from cropflow.sampleset import SampleSet, load_split, save_split
 
 log = logging.getLogger(__name__)
@@ -48,30 +50,47 @@ def select_pixels(classes: np.ndarray, parcels: np.ndarray, split_of: Mapping[in
     return {s: np.sort(candidates[split == s]) for s in SPLITS}
 
 
-def _gather(data, rows: np.ndarray, cols: np.ndarray, block_rows: int, halo: int) -> tuple[np.ndarray, np.ndarray]:
-    """Series (N, T, C) and, with halo > 0, patches (N, 2 halo + 1, 2 halo + 1, T, C) at (rows, cols).
+def _gather(cubes: Sequence[PlacedCube], shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray,
+            block_rows: int, halo: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Series {input: (N, T, C)} and, with halo > 0, patches {input: (N, 2 halo + 1, 2 halo + 1, T, C)} of the
+    pixels (rows, cols) of the tile ``cubes[0]``.
 
-    ``data`` is a (time, band, y, x) DataArray; reads proceed in row blocks so only one block (plus
-    halo) is in memory. Patches at the tile edge are padded with the edge values.
+    The tile is read in row blocks with a halo from all ``cubes`` (``cropflow.halo.read_block``, in the grid of
+    ``shape``), so only one block plus halo is in memory and a patch holds what inference gives the model: the
+    neighbours' pixels across a tile edge, edge values beyond the grid, NaN where the grid has no cube.
     """
-    n_t, n_c, height, width = data.shape
-    series = np.empty((rows.size, n_t, n_c), np.float32)
-    size = 2 * halo + 1
-    patches = np.empty((rows.size, size, size, n_t, n_c), np.float32) if halo else np.empty((0,), np.float32)
-    for r0 in range(0, height, block_rows):
+    tile = cubes[0]
+    series = {name: np.empty((rows.size, *da.shape[:2]), np.float32) for name, da in tile.inputs.items()}
+    patches: dict[str, np.ndarray] = {}
+    if halo:
+        size = 2 * halo + 1
+        patches = {name: np.empty((rows.size, size, size, *da.shape[:2]), np.float32)
+                   for name, da in tile.inputs.items()}
+    for r0 in range(0, tile.height, block_rows):
         sel = np.flatnonzero((rows >= r0) & (rows < r0 + block_rows))
         if sel.size == 0:
             continue
-        lo, hi = max(r0 - halo, 0), min(r0 + block_rows + halo, height)
-        block = data.isel(y=slice(lo, hi)).values.transpose(2, 3, 0, 1)  # (y, x, T, C)
-        series[sel] = block[rows[sel] - lo, cols[sel]]
-        if halo:
-            pad_top, pad_bottom = halo - (r0 - lo), halo - (hi - min(r0 + block_rows, height))
-            padded = np.pad(block, ((pad_top, pad_bottom), (halo, halo), (0, 0), (0, 0)), mode="edge")
-            for i in sel:
-                r, c = rows[i] - r0 + halo, cols[i] + halo
-                patches[i] = padded[r - halo:r + halo + 1, c - halo:c + halo + 1]
+        r1 = min(r0 + block_rows, tile.height)
+        for name in tile.inputs:
+            block = read_block(cubes, name, (tile.row + r0 - halo, tile.row + r1 + halo),
+                               (tile.col - halo, tile.col + tile.width + halo), shape)
+            series[name][sel] = block[rows[sel] - r0 + halo, cols[sel] + halo]
+            if halo:
+                patches[name][sel] = samples_at({name: block}, halo, rows[sel] - r0, cols[sel])[name]
     return series, patches
+
+
+def _open_inputs(path: str | os.PathLike, bands: Mapping[str, Sequence[str]] | None
+                   ) -> tuple[dict[str, xr.DataArray], ProjectGrid]:
+    """A cube's inputs (cut to a band selection) and its grid."""
+    ds = open_cube(path)
+    inputs = cube_inputs(ds)
+    return (inputs if bands is None else select_cube_bands(inputs, bands, path)), cube_grid(ds)
+
+
+def _input_meta(inputs: Mapping[str, xr.DataArray]) -> dict[str, dict[str, list[str]]]:
+    return {name: {"bands": [str(b) for b in da["band"].values],
+                   "times": [str(t)[:10] for t in da["time"].values]} for name, da in inputs.items()}
 
 
 def tile_samples(
@@ -90,11 +109,16 @@ def tile_samples(
     seed: int = 42,
     block_rows: int = 128,
     bands: Mapping[str, Sequence[str]] | None = None,
+    neighbours: Sequence[str | os.PathLike] = (),
+    grid: ProjectGrid | None = None,
 ) -> dict[str, int]:
     """Extract one tile's samples for every split and write one sample store per split.
 
-    Pixels whose series hold a NaN (no observation in the season for some band) are dropped and
-    counted in the log. Returns the number of samples written per split.
+    Patches (``patch_size`` > 0) are cut as inference cuts them: across a tile edge from the ``neighbours``
+    cubes (the tiles around this one), beyond the project ``grid`` (default: the extent of the tile and its
+    neighbours) padded with edge values, NaN inside the grid where no cube exists. Pixels whose series hold a
+    NaN (no observation in the season for some band) are dropped and counted in the log. Returns the number of
+    samples written per split.
     """
     table = pyogrio.read_dataframe(parcels_gpkg, columns=["parcel_id", "split", "subsample"], read_geometry=False)
     table = table[table["subsample"].astype(bool)]
@@ -105,24 +129,24 @@ def tile_samples(
         parcels = src.read(1)
     tile_index = list(tiles).index(tile)
     chosen = select_pixels(classes, parcels, split_of, pixels_per_parcel, seed + tile_index)
-    inputs = cube_inputs(open_cube(cube_path))
-    if bands is not None:
-        inputs = select_cube_bands(inputs, bands, cube_path)
-    meta = {name: {"bands": [str(b) for b in da["band"].values],
-                   "times": [str(t)[:10] for t in da["time"].values]} for name, da in inputs.items()}
+    inputs, own_grid = _open_inputs(cube_path, bands)
+    meta = _input_meta(inputs)
     halo = patch_size // 2 if patch_size else 0
+    others = [_open_inputs(p, bands) for p in neighbours] if halo else []
+    for path, (other, _) in zip(neighbours, others):
+        if _input_meta(other) != meta:
+            raise ValueError(f"neighbour cube {path}: its inputs (bands/dates) differ from {cube_path}: rebuild the "
+                             "cubes with one config")
+    grid = grid or extent([own_grid, *(g for _, g in others)])
+    cubes = [place(cube_path, inputs, own_grid, grid),
+             *(place(p, i, g, grid) for p, (i, g) in zip(neighbours, others))]
     counts = {}
     for split in SPLITS:
         flat = chosen[split]
         rows, cols = np.unravel_index(flat, classes.shape)
-        x: dict[str, np.ndarray] = {}
-        patches: dict[str, np.ndarray] = {}
+        x, patches = _gather(cubes, grid.shape, rows, cols, block_rows, halo)
         valid = np.ones(flat.size, bool)
-        for name, da in inputs.items():
-            series, patch = _gather(da, rows, cols, block_rows, halo)
-            x[name] = series
-            if halo:
-                patches[name] = patch
+        for series in x.values():
             valid &= np.isfinite(series).all(axis=(1, 2))
         if (~valid).any():
             log.warning("tile %s %s: %d labelled pixels without observations dropped", tile, split, int((~valid).sum()))

@@ -250,10 +250,12 @@ class TrainedModel:
                      for name, a in batch.items()}
         return np.asarray(self._forward(batch), dtype=np.float32)[:n]
 
-    def predict_proba(self, x: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    def predict_proba(self, x: Mapping[str, np.ndarray], batch_size: int = 4096, *,
+                      warn_missing: bool = True) -> np.ndarray:
         """(N, K) float32 class probabilities (columns = ``class_ids``) of raw inputs {name: (N, T, C)}.
 
-        Inputs not used by the model are ignored. Rows of samples without any finite value are NaN.
+        Inputs not used by the model are ignored. Rows of samples without any finite value are NaN. The count of
+        samples with gaps is a warning, or a debug line with ``warn_missing=False`` (callers that sum it up).
         """
         n = self._check(x)
         k = len(self.class_ids)
@@ -267,8 +269,9 @@ class TrainedModel:
             all_miss &= flat.all(axis=1)
         partial = int((any_miss & ~all_miss).sum())
         if partial:
-            log.warning("model '%s': %d of %d samples have missing values, set to 0 after normalisation",
-                        self.name, partial, n)
+            log.log(logging.WARNING if warn_missing else logging.DEBUG,
+                    "model '%s': %d of %d samples have missing values, set to 0 after normalisation",
+                    self.name, partial, n)
         proba = np.full((n, k), np.nan, dtype=np.float32)
         valid = ~all_miss
         if n and valid.all():
