@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -18,6 +22,7 @@ from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
 from cropflow.sampleset import SampleSet
+from cropflow.threads import THREAD_VARS
 from cropflow.training import train
 
 LEGEND = Path(__file__).parents[1] / "resources" / "legend.yaml"
@@ -193,8 +198,6 @@ def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
 
 
 def test_infer_command_reads_the_neighbours_and_writes_the_uncertainty(tiles, tmp_path):
-    import json
-
     from cropflow import cli
 
     table, cubes, _, models = tiles
@@ -248,3 +251,21 @@ def test_patches_reaching_a_missing_tile_give_one_summary_line(tiles, tmp_path, 
     assert f"{expected} classified pixels" in summary[0].getMessage()
     per_batch = [r for r in caplog.records if "have missing values" in r.getMessage()]
     assert per_batch and all(r.levelname == "DEBUG" for r in per_batch)
+
+
+def test_infer_command_with_a_pixel_model_caps_the_pools_without_loading_tensorflow(tiles, tmp_path):
+    table, cubes, _, models = tiles
+    t = table["tile_id"].iloc[0]
+    code = ("import json, sys\nfrom cropflow import cli\nrc = cli.main(sys.argv[1:])\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(json.dumps({'rc': rc, 'tf': 'tensorflow' in sys.modules,"
+            " 'pools': [p['num_threads'] for p in threadpool_info()]}))")
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "workflow")
+    proc = subprocess.run([sys.executable, "-c", code, "infer", "--cube", str(cubes[t]), "--model-dir", str(models["rf"]),
+                           "--legend", str(LEGEND), "--threads", "1", "--out-class", str(tmp_path / "c.tif")],
+                          capture_output=True, text=True, env=env, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 0 and (tmp_path / "c.tif").exists()
+    assert not out["tf"], "a random forest job must not load TensorFlow"
+    assert out["pools"] and set(out["pools"]) == {1}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,23 +65,6 @@ def _tile_grid(grid_path: str, tiles_path: str, tile: str):
     from cropflow.grid import tile_grid
 
     return tile_grid(_load_grid(grid_path), gpd.read_file(tiles_path), tile)
-
-
-def _threads(n: int | None) -> None:
-    """Cap the math libraries' thread pools to the cores the job was given."""
-    if not n:
-        return
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    try:
-        import tensorflow as tf
-
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-    except ImportError:
-        return
-    except RuntimeError as err:  # TensorFlow was initialised before: its pools keep their size
-        log.warning("TensorFlow thread pools not capped to %d: %s", n, err)
 
 
 # --- simulate -------------------------------------------------------------------------------------------
@@ -729,8 +711,13 @@ def _infer_args(p):
 
 @command("infer", "classify a tile cube with a trained model, window by window", _infer_args)
 def _infer(a):
-    _threads(a.threads)
-    from cropflow.inference import infer_tile
+    from cropflow.threads import limit_tensorflow, limit_threads
+
+    limit_threads(a.threads)  # before numpy and the model libraries load: their pools are sized at load
+    from cropflow.inference import infer_tile, read_model_meta
+
+    if read_model_meta(a.model_dir)["family"] == "keras":
+        limit_tensorflow(a.threads)
 
     infer_tile(a.cube, a.model_dir, a.out_class, a.out_proba, a.window_rows, a.batch_size, legend=a.legend,
                out_uncertainty=a.out_uncertainty, neighbours=a.neighbours,

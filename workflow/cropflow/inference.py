@@ -28,6 +28,7 @@ from cropflow.grid import ProjectGrid
 from cropflow.halo import centre_valid, extent, patch_gaps, place, read_block, samples_at
 from cropflow.legend import Legend
 from cropflow.raster import cog_writer, row_windows
+from cropflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ def infer_tile(
     A patch model reads a halo of (patch size // 2) pixels around each row window from the ``neighbours``
     cubes (the tiles around this one); ``grid`` is the project grid, beyond which the patches are padded with
     edge values (default: the extent of the tile and its neighbours). ``threads`` (> 0) caps a scikit-learn
-    model's workers (TensorFlow's pools are set by the CLI before TensorFlow starts). All outputs appear only
+    model's workers and the OpenMP/BLAS pools (``cropflow.threads``; TensorFlow's are set by the CLI before
+    TensorFlow starts). All outputs appear only
     once complete.
     """
     from cropflow.models import load_trained  # deferred: importing the model stack loads TensorFlow
@@ -255,6 +257,7 @@ def infer_tile(
     model = load_trained(model_dir)
     if threads > 0 and hasattr(model.model, "n_jobs"):
         model.model.n_jobs = threads  # as trained it may ask for every core of the node
+    limit_threads(threads)  # the OpenMP/BLAS pools of the libraries loaded so far
     class_ids = [int(c) for c in model.class_ids]
     unknown = [c for c in class_ids if c not in legend.ids]
     if unknown:
