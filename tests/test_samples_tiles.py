@@ -3,6 +3,7 @@ patches and the patches inference gives the model for the same pixel."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,6 +13,7 @@ import rasterio
 import shapely
 from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, write_layers
 
+from cropflow import cli
 from cropflow.cube import cube_inputs, open_cube
 from cropflow.grid import ProjectGrid, make_tiles, neighbour_tiles, tile_grid
 from cropflow.halo import place, read_block
@@ -154,3 +156,26 @@ def test_neighbours_with_other_inputs_are_rejected(tiles, tmp_path):
     with pytest.raises(ValueError, match=r"neighbour cube .*short\.zarr: its inputs \(bands/dates\) differ"):
         tile_samples(cubes[t], classes, parcels, folder / "parcels.gpkg", t, [t], CLASSES, ["a", "b", "c"], outs,
                      patch_size=PATCH, neighbours=[short], grid=GRID)
+
+
+def test_samples_tile_command_reads_the_neighbours(tiles, tmp_path):
+    table, cubes, folder = tiles
+    t = table["tile_id"].iloc[-1]
+    neighbours = neighbour_tiles(table, t)
+    classes, parcels = labels_of(folder, own_grid(table, t), t)
+    table.to_file(tmp_path / "tiles.gpkg", driver="GPKG")
+    (tmp_path / "grid.json").write_text(json.dumps(GRID.to_dict()))
+    legend = Path(__file__).parents[1] / "resources" / "legend.yaml"
+    outs = {s: tmp_path / f"{s}.zarr" for s in ("train", "val", "test")}
+    rc = cli.main(["samples-tile", "--cube", str(cubes[t]), "--neighbours", *(str(cubes[n]) for n in neighbours),
+                   "--grid", str(tmp_path / "grid.json"), "--classes", str(classes), "--parcel-ids", str(parcels),
+                   "--parcels", str(folder / "parcels.gpkg"), "--tiles", str(tmp_path / "tiles.gpkg"), "--tile", t,
+                   "--legend", str(legend), "--patch-size", str(PATCH),
+                   *(a for s, p in outs.items() for a in (f"--out-{s}", str(p)))])
+    assert rc == 0
+    s = load_split(outs["train"])
+    win = GRID.window_of(own_grid(table, t))
+    expected = train_patches(tiles, t, neighbours)
+    assert len(s) == len(expected)
+    for r, c, p in zip(s.row, s.col, s.patches["features"]):
+        np.testing.assert_array_equal(p, expected[(int(r) + win.row_off, int(c) + win.col_off)])
