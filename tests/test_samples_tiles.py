@@ -60,6 +60,7 @@ def labels_of(folder: Path, grid: ProjectGrid, name: str) -> tuple[Path, Path]:
 
 
 def own_grid(table, tile: str) -> ProjectGrid:
+    """The grid of a tile's cube ("merged": the whole GRID)."""
     return GRID if tile == "merged" else tile_grid(GRID, table, tile)
 
 
@@ -82,8 +83,6 @@ def train_patches(tiles, tile: str, neighbours: list[str]) -> dict[tuple[int, in
 
 class Recording:
     """A stand-in model that records the patches inference gives it."""
-
-    kind = "patch"
 
     def __init__(self):
         self.seen: list[np.ndarray] = []
