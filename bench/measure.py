@@ -1,5 +1,6 @@
 """What the benchmarks share: the analytic FLOP count of a keras model's forward pass and the sgemm rate it is
-compared with (numpy's float32 matmul on the same cores, in the same run), and a best-of timer.
+compared with (numpy's float32 matmul on the same cores, in the same run), the copy bandwidth memory-bound
+kernels are compared with, and a best-of timer.
 
 FLOPs per sample, multiply and add counted as 2 FLOPs:
 
@@ -22,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+import numba
 import numpy as np
 
 # ------------------------------------------------------------------------------------------------ FLOP counting
@@ -139,6 +141,27 @@ def sgemm_rate(n: int = 2048, repeat: int = 5) -> float:
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
     a @ b  # warm up the BLAS threads
     return 2 * n**3 / best_time(lambda: a @ b, repeat)
+
+
+@numba.njit(parallel=True)
+def _threaded_copy(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst = src, contiguous slices split between the numba threads."""
+    n = src.shape[0]
+    chunks = numba.get_num_threads()
+    size = (n + chunks - 1) // chunks
+    for k in numba.prange(chunks):
+        dst[k * size:min(n, (k + 1) * size)] = src[k * size:min(n, (k + 1) * size)]
+
+
+def copy_bandwidth(n_bytes: int = 512 * 2**20, repeat: int = 5) -> tuple[float, float]:
+    """Bytes/s (read + write counted) of np.copyto and of a copy split between the numba threads, on a float32
+    buffer of ``n_bytes``, larger than the caches, into a preallocated one; best of ``repeat`` each."""
+    src = np.ones(n_bytes // 4, np.float32)
+    dst = np.zeros_like(src)
+    numpy_bw = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), repeat)
+    _threaded_copy(src, dst)  # compile
+    threaded_bw = 2 * src.nbytes / best_time(lambda: _threaded_copy(src, dst), repeat)
+    return numpy_bw, threaded_bw
 
 
 def blas_info() -> str:

@@ -47,6 +47,9 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import copy_bandwidth
 
 from cropflow.polsar import FEATURES, _atan2, _ln, compute_features
 
@@ -139,27 +142,6 @@ def best_time(fn, *args, repeat: int) -> tuple[float, object]:
         out = fn(*args)
         best = min(best, time.perf_counter() - t)
     return best, out
-
-
-@numba.njit(parallel=True)
-def _threaded_copy(src: np.ndarray, dst: np.ndarray) -> None:
-    """dst = src, contiguous slices split between the numba threads."""
-    n = src.shape[0]
-    chunks = numba.get_num_threads()
-    size = (n + chunks - 1) // chunks
-    for k in numba.prange(chunks):
-        dst[k * size:min(n, (k + 1) * size)] = src[k * size:min(n, (k + 1) * size)]
-
-
-def copy_bandwidth(mib: int = 512, repeat: int = 5) -> tuple[float, float]:
-    """Bytes/s read + written by a numpy copy and by a numba-threaded copy of a large float32 array into a
-    preallocated one (best of ``repeat`` each)."""
-    src = np.ones(mib * 2**20 // 4, np.float32)
-    dst = np.zeros_like(src)
-    numpy_bw = 2 * src.nbytes / best_time(np.copyto, dst, src, repeat=repeat)[0]
-    _threaded_copy(src, dst)
-    threaded_bw = 2 * src.nbytes / best_time(_threaded_copy, src, dst, repeat=repeat)[0]
-    return numpy_bw, threaded_bw
 
 
 @numba.njit(parallel=True, error_model="numpy")

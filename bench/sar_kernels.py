@@ -28,6 +28,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "workflow"))
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from measure import copy_bandwidth
 from cropflow.sar.coherence import (
     _coherence_magnitude,
     _column_update,
@@ -46,27 +48,6 @@ def best_time(fn, repeat: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-@numba.njit(parallel=True)
-def _threaded_copy(src: np.ndarray, dst: np.ndarray) -> None:
-    """dst = src, contiguous slices split between the numba threads."""
-    n = src.shape[0]
-    chunks = numba.get_num_threads()
-    size = (n + chunks - 1) // chunks
-    for k in numba.prange(chunks):
-        dst[k * size:min(n, (k + 1) * size)] = src[k * size:min(n, (k + 1) * size)]
-
-
-def copy_bandwidth(n_bytes: int = 512 * 2**20) -> tuple[float, float]:
-    """Bytes/s (read + write counted) of np.copyto and of a copy split between the numba threads, on a
-    buffer larger than the caches, best of 5 each."""
-    src = np.ones(n_bytes // 8)
-    dst = np.zeros_like(src)
-    numpy_bw = 2 * src.nbytes / best_time(lambda: np.copyto(dst, src))
-    _threaded_copy(src, dst)
-    threaded_bw = 2 * src.nbytes / best_time(lambda: _threaded_copy(src, dst))
-    return numpy_bw, threaded_bw
 
 
 @numba.njit(parallel=True)
