@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_catalog_has_a_collection_per_model_and_an_item_per_tile_and_mosaic(cata
 def test_catalog_validates_offline_and_still_works_after_the_results_are_moved(catalog_dir, tmp_path):
     validator = OfflineValidator()
     assert validate_catalog(catalog_dir / "catalog.json", validator) == 1 + 1 + 3
-    assert validator.unchecked == {ProjectionExtension.get_schema_uri(), ClassificationExtension.get_schema_uri()}
+    assert validator.unchecked == set()  # projection and classification are checked by cropflow's rules
     moved = tmp_path / "published"
     shutil.move(catalog_dir.parent, moved)
     catalog = pystac.Catalog.from_file(str(moved / "stac" / "catalog.json"))
@@ -136,6 +137,45 @@ def test_an_invalid_item_fails_validation(catalog_dir, damage):
     path.write_text(json.dumps(doc))
     with pytest.raises(STACValidationError, match="rf_mosaic"):
         validate_catalog(catalog_dir / "catalog.json")
+
+
+def _classes(doc: dict) -> list[dict]:
+    return doc["assets"]["classes"]["classification:classes"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d["properties"].update({"proj:shape": ["60", "60"]}), "proj:shape\\[0\\]: '60' is not of type"),
+    (lambda d: d["properties"].update({"proj:bbox": [1.0, 2.0, 3.0]}), "proj:bbox"),
+    (lambda d: d["properties"].update({"proj:code": "32652"}), "proj:code: '32652' does not match"),
+    (lambda d: d["properties"]["proj:transform"].__setitem__(2, 0.0), "is not the extent"),
+    (lambda d: d["properties"].update({"proj:shape": [61, 60]}), "is not the extent"),
+    (lambda d: _classes(d)[1].update(name="winter wheat"), "name: 'winter wheat' does not match"),
+    (lambda d: _classes(d)[1].update(value=_classes(d)[2]["value"]), "more than once"),
+    (lambda d: _classes(d)[1].pop("value"), "'value' is a required property"),
+    (lambda d: _classes(d)[1].update(color_hint="red"), "color_hint: 'red' does not match"),
+    (lambda d: [d["properties"].pop(k) for k in list(d["properties"]) if k.startswith("proj:")],
+     "uses none of its fields"),
+])
+def test_extension_fields_are_checked_by_cropflow_rules_without_their_schemas(catalog_dir, damage, message):
+    (path,) = broken_items(catalog_dir)
+    validate_catalog(catalog_dir / "catalog.json")  # intact: valid
+    doc = json.loads(path.read_text())
+    damage(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(STACValidationError, match=message):
+        validate_catalog(catalog_dir / "catalog.json")
+
+
+def test_an_extension_without_rules_or_schema_is_listed_unchecked(catalog_dir, caplog):
+    (path,) = broken_items(catalog_dir)
+    doc = json.loads(path.read_text())
+    uri = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+    doc["stac_extensions"].append(uri)
+    path.write_text(json.dumps(doc))
+    validator = OfflineValidator()
+    with caplog.at_level(logging.WARNING, logger="cropflow.stac"):
+        validate_catalog(catalog_dir / "catalog.json", validator)
+    assert validator.unchecked == {uri} and "eo/v1.1.0" in caplog.text
 
 
 def test_extension_fields_are_validated_against_a_local_schema(catalog_dir, tmp_path):

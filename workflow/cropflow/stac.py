@@ -24,6 +24,7 @@ import pystac.validation
 import rasterio
 from pystac.extensions.classification import Classification, ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
+from pystac.errors import STACValidationError
 from pystac.validation import GetSchemaError, JsonSchemaSTACValidator
 from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import box, mapping
@@ -35,6 +36,33 @@ log = logging.getLogger(__name__)
 
 #: extension schemas (by URL) are looked up as ``<folder>/<extension>/<version>/schema.json``
 _EXTENSION_PREFIX = "https://stac-extensions.github.io/"
+
+
+def _count(n: int) -> dict[str, int]:
+    return {"minItems": n, "maxItems": n}
+
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+#: cropflow's rules for the extension fields it writes (JSON Schema per field, after the field tables of the
+#: projection v2.0.0 and classification v2.0.0 specifications), applied wherever the fields may appear: the top
+#: level, an item's properties and its assets. They check an extension when no copy of its own schema is given.
+FIELD_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    ProjectionExtension.get_schema_uri(): {
+        "proj:code": {"type": ["string", "null"], "pattern": "^[^:\\s]+:[^:\\s]+$"},
+        "proj:wkt2": {"type": ["string", "null"]},
+        "proj:projjson": {"type": ["object", "null"]},
+        "proj:bbox": {**_NUMBERS, "oneOf": [_count(4), _count(6)]},
+        "proj:shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, **_count(2)},
+        "proj:transform": {**_NUMBERS, "oneOf": [_count(6), _count(9)]},
+    },
+    ClassificationExtension.get_schema_uri(): {
+        "classification:classes": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["value", "name"], "properties": {
+                "value": {"type": "integer"}, "name": {"type": "string", "pattern": "^[0-9A-Za-z_-]+$"},
+                "description": {"type": "string"}, "title": {"type": "string"},
+                "color_hint": {"type": "string", "pattern": "^[0-9A-Fa-f]{6}$"}, "nodata": {"type": "boolean"}}}},
+    },
+}
 
 
 # --------------------------------------------------------------------------------------------------- pure parts
@@ -89,6 +117,69 @@ def raster_footprint(path: str | os.PathLike) -> Footprint:
             bounds=bounds, bbox=transform_bounds(src.crs, "EPSG:4326", *bounds, densify_pts=21),
             geometry=transform_geom(src.crs, "EPSG:4326", mapping(box(*bounds))),
         )
+
+
+def _field_places(stac_dict: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Where extension fields may be in a STAC object: (name, object) of its top level, its properties and
+    each of its assets."""
+    places = [("top level", stac_dict)]
+    if isinstance(stac_dict.get("properties"), Mapping):
+        places.append(("properties", stac_dict["properties"]))
+    assets = stac_dict.get("assets")
+    if isinstance(assets, Mapping):
+        places += [(f"asset '{key}'", asset) for key, asset in assets.items() if isinstance(asset, Mapping)]
+    return places
+
+
+def _json_path(path: Iterable[str | int]) -> str:
+    """``[1].name`` for the path (1, "name") inside a field's value."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def grid_bbox(transform: Sequence[float], shape: Sequence[int]) -> list[float]:
+    """The bbox (minx, miny, maxx, maxy) of a raster of ``shape`` (rows, cols) under the affine ``transform``
+    (a, b, c, d, e, f: x = a col + b row + c, y = d col + e row + f), from its four corners."""
+    a, b, c, d, e, f = transform[:6]
+    rows, cols = shape
+    corners = [(a * x + b * y + c, d * x + e * y + f) for x in (0, cols) for y in (0, rows)]
+    xs, ys = [p[0] for p in corners], [p[1] for p in corners]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def field_problems(stac_dict: Mapping[str, Any], extension_id: str) -> list[str]:
+    """What is wrong with the fields of a known extension (:data:`FIELD_RULES`) in a STAC object, one sentence
+    each (empty: nothing). Besides each field's form: the extension's fields must be used somewhere, class
+    values must be unique, and proj:bbox must be the extent of proj:shape under proj:transform."""
+    from jsonschema import Draft7Validator
+
+    rules = FIELD_RULES[extension_id]
+    problems, used = [], False
+    for place, obj in _field_places(stac_dict):
+        for field, schema in rules.items():
+            if field not in obj:
+                continue
+            used = True
+            problems += [f"{place}: {field}{_json_path(err.absolute_path)}: {err.message}"
+                         for err in Draft7Validator(schema).iter_errors(obj[field])]
+        classes = obj.get("classification:classes") if "classification:classes" in rules else None
+        if isinstance(classes, list):
+            values = [c.get("value") for c in classes if isinstance(c, Mapping)]
+            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if twice:
+                problems.append(f"{place}: classification:classes has the values {twice} more than once")
+        if "proj:transform" in rules and all(k in obj for k in ("proj:bbox", "proj:shape", "proj:transform")):
+            try:
+                expected = grid_bbox(obj["proj:transform"], obj["proj:shape"])
+                given = [float(v) for v in obj["proj:bbox"]]
+            except (TypeError, ValueError):
+                continue  # malformed, reported above
+            tol = 1e-6 * max(1.0, *map(abs, expected))
+            if len(given) != 4 or any(abs(g - e) > tol for g, e in zip(given, expected)):
+                problems.append(f"{place}: proj:bbox {given} is not the extent {expected} of proj:shape "
+                                f"{obj['proj:shape']} under proj:transform")
+    if not used:
+        problems.append(f"declares {extension_id} but uses none of its fields {sorted(rules)}")
+    return problems
 
 
 def legend_classes(legend: Legend) -> list[Classification]:
@@ -157,8 +248,11 @@ class OfflineValidator(JsonSchemaSTACValidator):
 
     Core schemas (catalog, collection, item and the GeoJSON they reference) come from pystac, which ships
     them. Extension schemas are read from ``schema_dir`` (``<extension>/<version>/schema.json``, as in
-    their URLs) when given and present there; an extension without a local schema is not validated and is
-    listed in :attr:`unchecked` (and logged). A schema that is neither shipped nor local is never fetched.
+    their URLs) when given and present there. The extensions cropflow writes (projection, classification) are
+    always checked by cropflow's own rules too (:func:`field_problems`: form of each field, unique class values,
+    bbox consistent with shape and transform), so without ``schema_dir`` they are still checked. Any other
+    extension without a local schema is not validated and is listed in :attr:`unchecked` (and logged). A schema
+    that is neither shipped nor local is never fetched.
     """
 
     def __init__(self, schema_dir: str | os.PathLike | None = None) -> None:
@@ -181,7 +275,13 @@ class OfflineValidator(JsonSchemaSTACValidator):
         return self.schema_cache[schema_uri]
 
     def validate_extension(self, stac_dict, stac_object_type, stac_version, extension_id, href=None):
+        if extension_id in FIELD_RULES:
+            problems = field_problems(stac_dict, extension_id)
+            if problems:
+                raise STACValidationError(f"{href or stac_dict.get('id')}: " + "; ".join(problems))
         if extension_id not in self.schema_cache and self._local_path(extension_id) is None:
+            if extension_id in FIELD_RULES:
+                return None
             if extension_id not in self.unchecked:
                 log.warning("STAC extension %s: no local schema, its fields are not validated", extension_id)
             self.unchecked.add(extension_id)
