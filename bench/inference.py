@@ -36,9 +36,11 @@ Measured, per model, in one run:
 --memory instead runs the real tile job, ``python -m cropflow infer`` (tempcnn by default, --memory-model),
 as a subprocess on every tile of a 1-tile county and of a 4-tile county (cubes of --memory-size x
 --memory-size px, --memory-rows rows if given, 26 dates x 16 bands, each built from its own products) and
-reports each job's peak resident memory (ru_maxrss of the child, os.wait4): equal within noise across counties
-and at most 4 GB. A job's peak stays level from its second window on (the previous window's series are held
-while the next one is read), so 512 rows (--memory-rows 512, 2 windows) stand for a 1000-row tile.
+reports each job's peak resident memory: the high-water mark of the job's own address space (VmHWM, read by
+the job as it exits), equal within noise across counties and at most 4 GB. Not ru_maxrss: a child forked from
+this process starts its count with this process's resident set (Linux carries the pre-exec high-water mark
+over into the child's rusage), which here holds the cubes built for the run, so it would report this process's
+size instead of the job's.
 
     PYTHONPATH=workflow .venv/bin/python bench/inference.py [--models tempcnn,conv1d] [--rows 256] [--cols 1000]
     PYTHONPATH=workflow .venv/bin/python bench/inference.py --memory [--memory-size 1000]
@@ -376,18 +378,30 @@ def print_report(rows: list[Row], args) -> None:
 # ------------------------------------------------------------------------------------------------ memory mode
 
 
-def peak_rss(command: list[str], env: dict) -> tuple[float, float]:
-    """(wall s, peak resident memory in bytes) of a subprocess, from its own rusage."""
+#: runs ``python -m cropflow`` and prints the high-water mark of its resident memory as it exits
+_HWM_SHIM = """
+import atexit, runpy, sys
+
+def _hwm():
+    with open("/proc/self/status") as f:
+        print(next(l for l in f if l.startswith("VmHWM")).strip(), file=sys.stderr, flush=True)
+
+atexit.register(_hwm)
+sys.argv[0] = "cropflow"
+runpy.run_module("cropflow", run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss(args: list[str], env: dict) -> tuple[float, float]:
+    """(wall s, peak resident memory in bytes) of ``python -m cropflow *args`` in a subprocess, from its own VmHWM."""
     t = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", _HWM_SHIM, *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
-    stderr = proc.stderr.read().decode()
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss * 1024.0  # kB on Linux
+        raise RuntimeError(f"cropflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    (kib,) = [int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("VmHWM:")][-1:]
+    return wall, kib * 1024.0
 
 
 def memory_mode(args, root: Path) -> None:
@@ -409,7 +423,7 @@ def memory_mode(args, root: Path) -> None:
     for county, tiles in cubes.items():
         for i, (tile_cube, _) in enumerate(tiles):
             out = tile_cube.with_suffix("")
-            command = [sys.executable, "-m", "cropflow", "infer", "--cube", str(tile_cube), "--model-dir",
+            command = ["infer", "--cube", str(tile_cube), "--model-dir",
                        str(bundle), "--legend", str(LEGEND_PATH), "--window-rows", str(args.window_rows),
                        "--batch-size", str(args.batch), "--threads", "2", "--out-class", f"{out}_class.tif",
                        "--out-proba", f"{out}_proba.tif"]
