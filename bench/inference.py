@@ -15,10 +15,11 @@ Measured, per model, in one run:
 
 - end to end: cropflow.inference.infer_tile on the cube (class and probability COGs, as the workflow's infer
   rule writes them), wall time and px/s; the time split by wrapping the names infer_tile calls: "load"
-  (load_trained plus one call on one pixel, which traces the keras forward function), "read"
-  (cropflow.halo.read_block as infer_tile calls it), "predict" (cropflow.inference.predict_window: validity
-  mask, normalisation, model, uncertainty) and "write" (the COG writers: windows, overviews, closing); "other"
-  is the rest. The steady px/s leaves the load out (it is paid once per tile). Patch models are timed predict
+  (load_trained plus one call on one pixel, which traces the keras forward function), "read wait" (the
+  time the window loop waits for cropflow.inference.read_ahead's next window), "predict"
+  (cropflow.inference.predict_window: validity mask, normalisation, model, uncertainty) and "write" (the COG
+  writers: windows, overviews, closing); "other" is the rest. "read" (cropflow.halo.read_block, run ahead in
+  a background thread) overlaps the others and is printed beside them. The steady px/s leaves the load out (it is paid once per tile). Patch models are timed predict
   only (one patch per pixel makes a whole tile take hours on 2 cores);
 - predict only: TrainedModel.predict_proba_normalised on in-memory normalised inputs in batches of --batch
   (pixel models; --patch-batch patches of --patch x --patch for patch models), at most --predict-px samples
@@ -213,7 +214,8 @@ class Clock:
     """Seconds spent in the wrapped calls, by part."""
 
     def __init__(self) -> None:
-        self.seconds = {"load": 0.0, "read": 0.0, "predict": 0.0, "write": 0.0}
+        self.seconds = {"load": 0.0, "read": 0.0, "wait": 0.0, "predict": 0.0, "write": 0.0}
+        self._read_ahead = inference.read_ahead  # before it is patched
 
     def wrap(self, part: str, fn):
         def timed(*args, **kwargs):
@@ -230,6 +232,20 @@ class Clock:
         trained = load_trained(path)
         trained.predict_proba({k: np.zeros((1, *s), np.float32) for k, s in trained.input_shapes.items()})
         return trained
+
+    def read_ahead(self, read, items):
+        """inference.read_ahead whose waits for the next window count as "wait" (the reads themselves, in the
+        background thread, count as "read")."""
+        windows = self._read_ahead(read, items)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(windows)
+            except StopIteration:
+                return
+            finally:
+                self.seconds["wait"] += time.perf_counter() - t
+            yield item
 
     @contextlib.contextmanager
     def writer(self, *args, **kwargs):
@@ -260,7 +276,7 @@ def time_infer_tile(cube: Path, bundle: Path, out: Path, window_rows: int, batch
     """(wall s, seconds by part) of one infer_tile run writing class, uncertainty and probability COGs."""
     clock = Clock()
     with (patched(models_mod, load_trained=clock.wrap("load", clock.load)),
-          patched(inference, read_block=clock.wrap("read", inference.read_block),
+          patched(inference, read_block=clock.wrap("read", inference.read_block), read_ahead=clock.read_ahead,
                   predict_window=clock.wrap("predict", inference.predict_window), cog_writer=clock.writer)):
         t = time.perf_counter()
         infer_tile(cube, bundle, out / "class.tif", out / "proba.tif", window_rows, batch, legend=LEGEND,
@@ -332,18 +348,18 @@ def hours(seconds: float) -> str:
 
 def print_report(rows: list[Row], args) -> None:
     header = ["model", "kind", "MFLOP/px", "predict px/s", "predict %sgemm", "e2e px/s", "steady px/s",
-              "e2e %sgemm", "load %", "read %", "predict %", "write %", "other %", "sgemm GF/s"]
+              "e2e %sgemm", "load %", "read %", "read wait %", "predict %", "write %", "other %", "sgemm GF/s"]
     table = []
     for r in rows:
         pct = (lambda rate: f"{r.flops * rate / r.sgemm:.0%}") if r.flops else (lambda rate: "-")
         cells = [r.model, r.kind, f"{r.flops / 1e6:.2f}" if r.flops else "-", f"{r.predict_rate:,.0f}",
                  pct(r.predict_rate)]
         if r.pixels:
-            shares = [r.parts[p] / r.wall for p in ("load", "read", "predict", "write")]
-            cells += [f"{r.pixels / r.wall:,.0f}", f"{r.steady_rate:,.0f}", pct(r.steady_rate),
-                      *(f"{s:.0%}" for s in shares), f"{1 - sum(shares):.0%}"]
+            shares = [r.parts[p] / r.wall for p in ("load", "wait", "predict", "write")]
+            cells += [f"{r.pixels / r.wall:,.0f}", f"{r.steady_rate:,.0f}", pct(r.steady_rate), f"{shares[0]:.0%}",
+                      f"{r.parts['read'] / r.wall:.0%}", *(f"{s:.0%}" for s in shares[1:]), f"{1 - sum(shares):.0%}"]
         else:
-            cells += ["-"] * 8
+            cells += ["-"] * 9
         table.append([*cells, f"{r.sgemm / 1e9:.1f}"])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     for line in [header, *table]:
@@ -351,7 +367,9 @@ def print_report(rows: list[Row], args) -> None:
     print(f"predict: TrainedModel.predict_proba_normalised on in-memory inputs, batches of {args.batch} px "
           f"({args.patch_batch} patches of {args.patch} x {args.patch}), best of 2. e2e: infer_tile on the "
           f"{args.rows} x {args.cols} cube, windows of {args.window_rows} rows, class + probability COGs; steady: "
-          "without the load. %sgemm: FLOPs/px x px/s over the sgemm rate measured around the model. Patch "
+          "without the load. read: the windows' reads, ahead of the prediction in a background thread; read wait: "
+          "the time the prediction waited for them. %sgemm: FLOPs/px x px/s over the sgemm rate measured around "
+          "the model. Patch "
           "models: no infer_tile (pixel series only), their px/s is centre pixels, one patch each.")
 
     tiles = math.ceil(BEIAN_PX / TILE_PX)
@@ -445,7 +463,7 @@ def memory_mode(args, root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated model names (default: every registered model)")
-    parser.add_argument("--rows", type=int, default=256, help="cube rows (default 256)")
+    parser.add_argument("--rows", type=int, default=1000, help="cube rows (default 1000, a tile's height)")
     parser.add_argument("--cols", type=int, default=1000, help="cube columns (default 1000, a tile's width)")
     parser.add_argument("--window-rows", type=int, default=256, help="infer_tile window rows (default 256)")
     parser.add_argument("--batch", type=int, default=4096, help="predict batch of pixel models (default 4096)")

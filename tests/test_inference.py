@@ -11,7 +11,7 @@ import xarray as xr
 
 from cropflow.cube import cube_inputs, open_cube, pixel_series
 from cropflow.grid import ProjectGrid
-from cropflow.inference import infer_tile, input_mismatches, proba_to_uint8, valid_pixels
+from cropflow.inference import infer_tile, input_mismatches, proba_to_uint8, read_ahead, valid_pixels
 from cropflow.legend import Legend
 from cropflow.models import load_trained
 from cropflow.raster import read_categories
@@ -363,3 +363,42 @@ def test_keras_model_map_is_independent_of_the_window(trained, tmp_path):
     np.testing.assert_array_equal(read(small), read(large))
     got = read(small)[0]
     assert set(np.unique(got)) <= {0, *CLASSES} and np.count_nonzero(got == 0) == 4
+
+
+def test_read_ahead_reads_the_next_window_while_the_current_one_is_used():
+    import threading
+
+    started = {}
+    release = threading.Event()
+
+    def read(i):
+        started[i] = True
+        if i == 1:
+            release.wait(5)
+        return i * 10
+
+    seen = []
+    for item, value in read_ahead(read, [0, 1, 2]):
+        if item == 0:
+            for _ in range(500):  # window 1 is being read while window 0 is in use
+                if started.get(1):
+                    break
+                threading.Event().wait(0.01)
+            assert started.get(1) and not started.get(2)
+            release.set()
+        seen.append((item, value))
+    assert seen == [(0, 0), (1, 10), (2, 20)]
+    assert list(read_ahead(read, [])) == []
+
+
+def test_read_ahead_raises_the_read_error_at_its_item():
+    def read(i):
+        if i == 2:
+            raise OSError("cube chunk unreadable")
+        return i
+
+    got = []
+    with pytest.raises(OSError, match="unreadable"):
+        for item, _ in read_ahead(read, range(4)):
+            got.append(item)
+    assert got == [0, 1]

@@ -17,7 +17,7 @@ from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, wri
 
 from cropflow.cube import cube_inputs, open_cube
 from cropflow.grid import make_tiles, neighbour_tiles, tile_grid
-from cropflow.halo import patch_gaps, place, read_block, samples_at
+from cropflow.halo import column_pieces, patch_gaps, place, read_block, samples_at
 from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
@@ -213,6 +213,30 @@ def test_infer_command_reads_the_neighbours_and_writes_the_uncertainty(tiles, tm
                neighbours=neighbours, grid=GRID)
     np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "ref.tif"))
     np.testing.assert_array_equal(read(tmp_path / "u.tif"), read(tmp_path / "ru.tif"))
+
+
+def test_column_pieces_follow_the_chunk_columns():
+    assert column_pieces(0, 12, 5) == [(0, 5), (5, 10), (10, 12)]
+    assert column_pieces(3, 12, 5) == [(3, 5), (5, 10), (10, 12)]
+    assert column_pieces(5, 10, 5) == [(5, 10)]
+    assert column_pieces(2, 4, 256) == [(2, 4)]
+
+
+def test_blocks_read_chunk_column_by_chunk_column_equal_the_cube(tiles, tmp_path):
+    """A cube stored in chunks of 5 columns gives the same halo blocks as the one-chunk merged cube."""
+    merged = tiles[2]
+    rechunked = tmp_path / "rechunked.zarr"
+    ds = open_cube(merged)
+    ds.to_zarr(rechunked, encoding={"features": {"chunks": (len(DATES), len(BANDS), 7, 5)}}, consolidated=False)
+    one, five = (cube_inputs(open_cube(p))["features"] for p in (merged, rechunked))
+    assert five.encoding["preferred_chunks"]["x"] == 5
+    for rows, cols in [((-2, 26), (-2, 26)), ((3, 9), (4, 17)), ((10, 14), (5, 10)), ((0, 24), (11, 12))]:
+        a = read_block([place(merged, {"features": one}, GRID, GRID)], "features", rows, cols, GRID.shape)
+        b = read_block([place(rechunked, {"features": five}, GRID, GRID)], "features", rows, cols, GRID.shape)
+        np.testing.assert_array_equal(a, b)
+        r0, c0 = max(rows[0], 0) - rows[0], max(cols[0], 0) - cols[0]
+        inner = one.values.transpose(2, 3, 0, 1)[max(rows[0], 0):rows[1], max(cols[0], 0):cols[1]]
+        np.testing.assert_array_equal(b[r0:r0 + inner.shape[0], c0:c0 + inner.shape[1]], inner)
 
 
 def test_patch_gaps_marks_the_pixels_whose_patch_holds_a_nan():

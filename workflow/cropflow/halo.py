@@ -51,13 +51,21 @@ def extent(grids: Sequence[ProjectGrid]) -> ProjectGrid:
                        (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()))
 
 
+def column_pieces(start: int, stop: int, step: int) -> list[tuple[int, int]]:
+    """Columns [start, stop) cut at the multiples of ``step`` (a cube's chunk width), as (start, stop) pieces:
+    each piece lies in one column of chunks, so each chunk is decoded once."""
+    edges = [start, *range((start // step + 1) * step, stop, step), stop]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if lo < hi]
+
+
 def read_block(cubes: Sequence[PlacedCube], name: str, rows: tuple[int, int], cols: tuple[int, int],
                shape: tuple[int, int]) -> np.ndarray:
     """Rows ``rows`` x columns ``cols`` (start, stop; may reach beyond the grid of ``shape``) of input ``name``
     assembled from ``cubes`` as a (y, x, T, C) float32 array.
 
-    Only the cubes' parts inside the block are read. Grid pixels no cube covers are NaN; the parts beyond
-    the grid are padded with the edge values of the block.
+    Only the cubes' parts inside the block are read, one column of the cube's chunks at a time
+    (:func:`column_pieces`), so the decoded copy beside the block is one chunk column, not the whole block. Grid
+    pixels no cube covers are NaN; the parts beyond the grid are padded with the edge values of the block.
     """
     (r0, r1), (c0, c1) = rows, cols
     ra, rb, ca, cb = max(r0, 0), min(r1, shape[0]), max(c0, 0), min(c1, shape[1])
@@ -68,8 +76,11 @@ def read_block(cubes: Sequence[PlacedCube], name: str, rows: tuple[int, int], co
         xa, xb = max(ca, cube.col), min(cb, cube.col + cube.width)
         if ya >= yb or xa >= xb:
             continue
-        part = cube.inputs[name].isel(y=slice(ya - cube.row, yb - cube.row), x=slice(xa - cube.col, xb - cube.col))
-        block[ya - ra:yb - ra, xa - ca:xb - ca] = part.values.transpose(2, 3, 0, 1)
+        da = cube.inputs[name]
+        step = int(da.encoding.get("preferred_chunks", {}).get("x") or cube.width)
+        for lo, hi in column_pieces(xa - cube.col, xb - cube.col, step):
+            part = da.isel(y=slice(ya - cube.row, yb - cube.row), x=slice(lo, hi)).values
+            block[ya - ra:yb - ra, lo + cube.col - ca:hi + cube.col - ca] = part.transpose(2, 3, 0, 1)
     pad = ((ra - r0, r1 - rb), (ca - c0, c1 - cb), (0, 0), (0, 0))
     return np.pad(block, pad, mode="edge") if any(p for pair in pad for p in pair) else block
 

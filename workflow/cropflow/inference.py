@@ -16,7 +16,9 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ from cropflow.raster import cog_writer, row_windows
 from cropflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
+
+_In, _Out = TypeVar("_In"), TypeVar("_Out")
 
 
 # --------------------------------------------------------------------------------------------------- pure parts
@@ -101,6 +105,23 @@ def valid_pixels(x: Mapping[str, np.ndarray]) -> np.ndarray:
     for a in arrays:
         valid &= np.isfinite(a).reshape(a.shape[0], -1).all(axis=1)
     return valid
+
+
+def read_ahead(read: Callable[[_In], _Out], items: Iterable[_In]) -> Iterator[tuple[_In, _Out]]:
+    """(item, read(item)) for each item, the next item's ``read`` running in a background thread while the
+    caller works on the current one (zarr decoding and numpy copies release the GIL), so at most two results
+    exist at a time. An exception of ``read`` is raised when its item is reached."""
+    items = list(items)
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(read, items[0])
+        for i, item in enumerate(items):
+            result = pending.result()
+            if i + 1 < len(items):
+                pending = pool.submit(read, items[i + 1])
+            yield item, result
+            del result
 
 
 def proba_to_uint8(proba: np.ndarray) -> np.ndarray:
@@ -294,12 +315,14 @@ def infer_tile(
             proba_w = stack.enter_context(cog_writer(out_proba, tile_grid, count=len(class_ids), dtype="uint8",
                                                      nodata=None, band_names=names, tags=tags,
                                                      resampling="AVERAGE"))
-        n_valid = n_gaps = 0
-        for i, win in enumerate(windows, start=1):
+        def read_window(win) -> dict[str, np.ndarray]:
             r0 = tile.row + win.row_off
-            blocks = {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
-                                       (tile.col - halo, tile.col + tile.width + halo), grid.shape)
-                      for name in inputs}
+            return {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
+                                     (tile.col - halo, tile.col + tile.width + halo), grid.shape)
+                    for name in inputs}
+
+        n_valid = n_gaps = 0
+        for i, (win, blocks) in enumerate(read_ahead(read_window, windows), start=1):
             classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
             n_valid += int(np.count_nonzero(valid))
             if halo:

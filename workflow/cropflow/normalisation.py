@@ -107,9 +107,10 @@ def apply_minmax(
     span = mx - mn
     scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
     missing = ~np.isfinite(x)
-    out = (x.astype(np.float32) - mn.astype(np.float32)) * scale.astype(np.float32)
+    out = np.subtract(x, mn.astype(np.float32), dtype=np.float32)  # one new array; the rest is in place
+    np.multiply(out, scale.astype(np.float32), out=out)
     np.clip(out, clip[0], clip[1], out=out)
-    out[missing] = 0.0
+    np.copyto(out, 0.0, where=missing)
     return out, missing
 
 
