@@ -21,6 +21,9 @@ rule infer:
             else ""
         ),
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "logs/infer/{model}/{tile}.log",
     benchmark:

@@ -30,6 +30,7 @@ rule s1_scene:
     threads: 1
     resources:
         mem_mb=8000,
+        runtime=60,
     log:
         "logs/s1_scene/{scene}.log",
     benchmark:
@@ -55,6 +56,7 @@ rule s1_pair:
     threads: 1
     resources:
         mem_mb=8000,
+        runtime=120,
     log:
         "logs/s1_pair/{pair}.log",
     benchmark:

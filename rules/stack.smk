@@ -13,6 +13,9 @@ rule stack:
         mode=config["stack"]["mode"],
         gapfill=config["stack"]["gapfill"],
         knn_k=config["stack"]["knn_k"],
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "logs/stack/{tile}.log",
     benchmark:

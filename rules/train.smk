@@ -19,6 +19,7 @@ rule train:
     threads: 8
     resources:
         mem_mb=8000,
+        runtime=720,
         gpu=get_train_gpus,
     log:
         "logs/train/{model}.log",
@@ -77,6 +78,7 @@ rule compare:
         ),
     log:
         "logs/compare/compare.log",
+    localrule: True
     conda:
         "../envs/ml.yaml"
     shell:
@@ -139,6 +141,7 @@ rule inseason:
     threads: 8
     resources:
         mem_mb=8000,
+        runtime=720,
         gpu=get_train_gpus,
     log:
         "logs/inseason/{model}.log",
@@ -163,6 +166,7 @@ rule finetune:
     threads: 8
     resources:
         mem_mb=8000,
+        runtime=720,
         gpu=config["training"]["gpus"],
     log:
         "logs/finetune/{model}.log",

@@ -467,3 +467,48 @@ def test_product_outside_the_aoi_gets_no_job_and_is_reported(mosaic_demo, tmp_pa
     snakemake(work, "results/inventory/report.csv")
     row = pd.read_csv(work / "results" / "inventory" / "report.csv").set_index("product").loc[far]
     assert (row["status"], row["stage"], row["reason"]) == ("skipped", "inventory", "footprint does not overlap the AOI")
+
+
+def test_demo_through_slurm_equals_local_run(demo, tmp_path):
+    """One S2 product's ingest and everything downstream of it up to the random forest's map and metrics, made
+    again through the SLURM executor (profiles/slurm on the cluster of tests/slurm/cluster.sh): every compute
+    job is an sbatch job SLURM ran to completion, the light rules run on the submit host, and the outputs
+    equal those of the local run."""
+    from collections import Counter
+
+    from slurm_cluster import local_rules, require_slurm, run_slurm, slurm_jobs, submissions
+
+    require_slurm()
+    work = tmp_path / "slurm"
+    shutil.copytree(demo, work, symlinks=True)
+    scene = sorted(pd.read_csv(work / "results" / "inventory" / "s2_scenes.csv")["scene"])[0]
+    for suffix in (".tif", ".json"):
+        (work / "results" / "s2" / f"{scene}{suffix}").unlink()
+    targets = ["results/maps/rf/mosaic.tif", "results/metrics/rf.json", "results/inventory/s2_selection.csv",
+               "results/inventory/report.csv"]
+    proc = run_slurm(REPO / "Snakefile", work, *targets)
+    assert proc.returncode == 0, proc.stdout[-8000:]
+
+    subs = submissions(proc.stdout)
+    print("SLURM jobs:", ", ".join(f"{s.rule} {s.slurm_id}" for s in subs))
+    assert Counter(s.rule for s in subs) == {
+        "s2_ingest": 1, "s2_layer": 1, "stack": len(TILES), "samples_tile": len(TILES), "samples_merge": 3,
+        "train": 1, "evaluate": 1, "infer": len(TILES), "mosaic": 1}, proc.stdout[-8000:]
+    assert local_rules(proc.stdout) == {"s2_selection", "inventory_report"}
+    states = slurm_jobs([s.slurm_id for s in subs])
+    for sub in subs:
+        state, comment = states[sub.slurm_id]
+        assert state == "COMPLETED" and comment.startswith(f"rule_{sub.rule}"), (sub, state, comment)
+        assert sub.log.is_file(), sub
+
+    for path in [f"results/s2/{scene}.tif", "results/maps/rf/mosaic.tif",
+                 *(f"results/maps/rf/{tile}_class.tif" for tile in TILES),
+                 *(f"results/maps/rf/{tile}_uncertainty.tif" for tile in TILES)]:
+        with rasterio.open(demo / path) as local, rasterio.open(work / path) as cluster:
+            assert (cluster.crs, cluster.transform) == (local.crs, local.transform), path
+            np.testing.assert_array_equal(cluster.read(), local.read(), err_msg=path)
+    assert json.loads((work / "results/metrics/rf.json").read_text()) == \
+        json.loads((demo / "results/metrics/rf.json").read_text())
+    for name in ("s2_selection.csv", "report.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(work / "results/inventory" / name),
+                                      pd.read_csv(demo / "results/inventory" / name))
