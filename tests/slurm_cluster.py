@@ -92,3 +92,10 @@ def slurm_jobs(ids: list[str]) -> dict[str, tuple[str, str]]:
         job_id, state, comment = line.strip().split("|", 2)
         jobs[job_id] = (state, comment)
     return jobs
+
+
+def slurm_job_details(job_id: str) -> dict[str, str]:
+    """`scontrol show job` of a (finished) job as {field: value}, e.g. TresPerJob=gres:gpu:1."""
+    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True,
+                          timeout=30)
+    return dict(item.split("=", 1) for item in proc.stdout.split() if "=" in item)

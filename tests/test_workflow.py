@@ -473,33 +473,38 @@ def test_demo_through_slurm_equals_local_run(demo, tmp_path):
     """One S2 product's ingest and everything downstream of it up to the random forest's map and metrics, made
     again through the SLURM executor (profiles/slurm on the cluster of tests/slurm/cluster.sh): every compute
     job is an sbatch job SLURM ran to completion, the light rules run on the submit host, and the outputs
-    equal those of the local run."""
+    equal those of the local run; with training.gpus: 1 the TempCNN training job is given the node's GPU."""
     from collections import Counter
 
-    from slurm_cluster import local_rules, require_slurm, run_slurm, slurm_jobs, submissions
+    from slurm_cluster import local_rules, require_slurm, run_slurm, slurm_job_details, slurm_jobs, submissions
 
     require_slurm()
     work = tmp_path / "slurm"
     shutil.copytree(demo, work, symlinks=True)
     scene = sorted(pd.read_csv(work / "results" / "inventory" / "s2_scenes.csv")["scene"])[0]
-    for suffix in (".tif", ".json"):
-        (work / "results" / "s2" / f"{scene}{suffix}").unlink()
-    targets = ["results/maps/rf/mosaic.tif", "results/metrics/rf.json", "results/inventory/s2_selection.csv",
-               "results/inventory/report.csv"]
-    proc = run_slurm(REPO / "Snakefile", work, *targets)
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    config["training"]["gpus"] = 1
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = ["results/maps/rf/mosaic.tif", "results/metrics/rf.json", "results/models/tempcnn",
+               "results/inventory/s2_selection.csv", "results/inventory/report.csv"]
+    # the product's ingest is forced: a missing intermediate alone would not make up-to-date outputs rerun
+    proc = run_slurm(REPO / "Snakefile", work, *targets, "--forcerun", f"results/s2/{scene}.tif")
     assert proc.returncode == 0, proc.stdout[-8000:]
 
     subs = submissions(proc.stdout)
     print("SLURM jobs:", ", ".join(f"{s.rule} {s.slurm_id}" for s in subs))
     assert Counter(s.rule for s in subs) == {
         "s2_ingest": 1, "s2_layer": 1, "stack": len(TILES), "samples_tile": len(TILES), "samples_merge": 3,
-        "train": 1, "evaluate": 1, "infer": len(TILES), "mosaic": 1}, proc.stdout[-8000:]
+        "train": 2, "evaluate": 1, "infer": len(TILES), "mosaic": 1}, proc.stdout[-8000:]
     assert local_rules(proc.stdout) == {"s2_selection", "inventory_report"}
     states = slurm_jobs([s.slurm_id for s in subs])
     for sub in subs:
         state, comment = states[sub.slurm_id]
         assert state == "COMPLETED" and comment.startswith(f"rule_{sub.rule}"), (sub, state, comment)
         assert sub.log.is_file(), sub
+    gres = {sub.log.parent.name: slurm_job_details(sub.slurm_id).get("TresPerJob", "") for sub in subs
+            if sub.rule == "train"}
+    assert gres == {"tempcnn": "gres:gpu:1", "rf": ""}, gres
 
     for path in [f"results/s2/{scene}.tif", "results/maps/rf/mosaic.tif",
                  *(f"results/maps/rf/{tile}_class.tif" for tile in TILES),
