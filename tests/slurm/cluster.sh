@@ -90,6 +90,7 @@ start_munge() {
     # a stale socket of a dead munged makes the new one refuse to start
     rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock
     runuser -u munge -- /usr/sbin/munged --force
+    touch "$STATE_DIR/munged.started"
     for _ in $(seq 50); do
         munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
         sleep 0.2
@@ -128,6 +129,11 @@ down() {
             rm -f "$pidfile"
         fi
     done
+    # munged too, if `up` started it
+    if [ -f "$STATE_DIR/munged.started" ] && [ -f /run/munge/munged.pid ]; then
+        kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+        rm -f "$STATE_DIR/munged.started"
+    fi
     log "down"
 }
 
