@@ -27,6 +27,7 @@ def test_failed_job_is_retried_and_a_lasting_failure_names_rule_and_logs(tmp_pat
     ids = defaultdict(list)
     for sub in submissions(out):
         ids[sub.rule].append(sub.slurm_id)
+    print("SLURM jobs:", dict(ids))
     # every attempt is its own sbatch job: the first and the retry
     assert len(ids["flaky"]) == len(ids["broken"]) == 1 + retries, out[-3000:]
     assert not local_rules(out) & {"flaky", "broken"}
@@ -48,6 +49,6 @@ def test_failed_job_is_retried_and_a_lasting_failure_names_rule_and_logs(tmp_pat
     report = own[own.rindex("Error in rule broken:"):]
     assert re.search(rf"log: logs/broken\.log, {re.escape(str(slurm_log))} \(check log file", report), report[:1500]
     assert f"SLURM-job '{last}' failed" in report
-    assert f"cannot read the input (SLURM job {last})" in out[out.rindex("Error in rule broken:"):]
+    assert re.search(rf"^Logfile logs/broken\.log:\n=+\ncannot read the input \(SLURM job {last}\)$", out, re.M)
     assert slurm_log.is_file() and "Error in rule broken" in slurm_log.read_text()
     assert "1 of 3 steps (33%) done" in out
