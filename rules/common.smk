@@ -353,3 +353,29 @@ def get_train_gpus(wildcards):
     return config["training"]["gpus"] if get_spec(wildcards.model).family == "keras" else 0
 
 
+
+
+#: the Snakemake report `snakemake --report` writes; archived when it exists before `snakemake archive`
+ARCHIVED_REPORT = "results/report.html"
+
+
+def get_archived_models():
+    """The models whose weights and metrics the archive records: enabled and fine-tuned ones."""
+    return list(MODELS) + ([finetuned_model()] if config["transfer"]["enabled"] else [])
+
+
+def get_archived_results():
+    """The result files and folders the archive holds (small: no cubes, samples or maps)."""
+    results = ["results/inventory", "results/partition", "results/metrics", "results/report/profiles.png"]
+    results += [f"results/models/{model}" for model in get_archived_models()]
+    for key, folder in (("inseason", "results/inseason"), ("selection", "results/selection"),
+                        ("areas", "results/areas")):
+        if config[key]["enabled"]:
+            results.append(folder)
+    return results + ([ARCHIVED_REPORT] if Path(ARCHIVED_REPORT).is_file() else [])
+
+
+def get_archive_inputs(wildcards):
+    """Everything the run makes (the archive comes last) and the report when it was built."""
+    return {"s1": "results/inventory/s1_scenes.csv", "s2": "results/inventory/s2_scenes.csv",
+            "outputs": get_final_outputs(), "report": [ARCHIVED_REPORT] if Path(ARCHIVED_REPORT).is_file() else []}
