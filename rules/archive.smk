@@ -20,6 +20,6 @@ rule archive:
     conda:
         "../envs/geo.yaml"
     shell:
-        "python -m cropflow archive --code {params.code} --config {params.config} --inventory-s1 {input.s1}"
-        " --inventory-s2 {input.s2} --models {params.models} --results {params.results} --out {output}"
+        "python -m cropflow archive --code {params.code} --config {params.config} --inventory {input.inventory}"
+        " --models {params.models} --results {params.results} --out {output}"
         " > {log} 2>&1"

@@ -377,5 +377,6 @@ def get_archived_results():
 
 def get_archive_inputs(wildcards):
     """Everything the run makes (the archive comes last) and the report when it was built."""
-    return {"s1": "results/inventory/s1_scenes.csv", "s2": "results/inventory/s2_scenes.csv",
-            "outputs": get_final_outputs(), "report": [ARCHIVED_REPORT] if Path(ARCHIVED_REPORT).is_file() else []}
+    inventory = [f"results/inventory/{name}.csv" for name in ("s1_scenes", "s1_pairs", "s2_scenes")]
+    return {"inventory": inventory, "outputs": get_final_outputs(),
+            "report": [ARCHIVED_REPORT] if Path(ARCHIVED_REPORT).is_file() else []}

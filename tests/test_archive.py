@@ -52,6 +52,8 @@ def test_manifest_names_altered_missing_and_extra_files(tmp_path, caplog):
     weights.write_bytes(bytes(data))
     (root / "results" / "metrics" / "rf.json").unlink()
     (root / "config" / "extra.yaml").write_text("x: 1\n")
+    (root / "code" / "__pycache__").mkdir(parents=True)
+    (root / "code" / "__pycache__" / "cli.cpython-312.pyc").write_bytes(b"written by a re-run from the bundle")
     result = verify_tree(root)
     assert result.altered == ["results/models/rf/model.joblib"]
     assert result.missing == ["results/metrics/rf.json"]

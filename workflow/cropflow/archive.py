@@ -52,10 +52,11 @@ MANIFEST = "manifest-sha256.txt"
 FIGURES = "reproducibility.json"
 INPUTS = "inputs/inputs.csv"
 SPLIT_MANIFEST = "split-manifest.csv"
-#: configuration keys whose values are input files or folders (besides the products of the inventory)
-CONFIG_INPUT_KEYS = ("aoi", "legend", "inputs.parcels", "inputs.cropland_mask", "s1.native.dem",
-                     "s1.native.orbit_dir", "s1.snap.external_dem", "s2.sen2cor.gipp", "areas.boundaries",
-                     "transfer.pretrained")
+#: the folders Python and numba write their caches into, next to the code that runs
+CACHE_DIR = "__pycache__"
+#: configuration keys whose values are input files or folders (besides the products of the inventory), read
+#: whatever the settings; the engine- and option-specific ones are added by :func:`config_inputs`
+CONFIG_INPUT_KEYS = ("aoi", "legend", "inputs.parcels", "inputs.cropland_mask", "s2.sen2cor.gipp")
 #: metrics entries that time the run rather than describe the model (they differ between identical runs)
 TIMING_KEYS = ("train_seconds", "inference_px_per_s")
 #: folders never copied from a working tree that is not a git checkout
@@ -169,21 +170,31 @@ def _lookup(config: Mapping, dotted: str):
 
 
 def config_inputs(config: Mapping) -> list[tuple[str, str]]:
-    """(config key, path) of every input file or folder the configuration names (empty values left out)."""
-    return [(key, str(value)) for key in CONFIG_INPUT_KEYS if (value := _lookup(config, key))]
+    """(config key, path) of every input file or folder the configuration names and the run reads (the DEM
+    of the engine in use, the boundaries only with areas enabled, ...; empty values left out)."""
+    keys = list(CONFIG_INPUT_KEYS)
+    engine = _lookup(config, "s1.engine")
+    keys += {"native": ["s1.native.dem", "s1.native.orbit_dir"], "snap": ["s1.snap.external_dem"]}.get(engine, [])
+    keys += ["areas.boundaries"] if _lookup(config, "areas.enabled") else []
+    keys += ["transfer.pretrained"] if _lookup(config, "transfer.enabled") else []
+    return [(key, str(value)) for key in keys if (value := _lookup(config, key))]
 
 
-def inventory_inputs(inventories: Mapping[str, str | os.PathLike]) -> list[tuple[str, str]]:
-    """(role, path) of every product of the inventory tables ({"s1": s1_scenes.csv, "s2": s2_scenes.csv}),
-    with the Level-1C products the S2 cloud masks read (column cloud_l1c)."""
+def inventory_inputs(tables: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
+    """(role, path) of every product the inventory tables name (results/inventory/s1_scenes.csv, s1_pairs.csv,
+    s2_scenes.csv: column ``path``, and ``cloud_l1c``, the Level-1C products the S2 cloud masks read), each
+    path once; the role is the table's name."""
     out: list[tuple[str, str]] = []
-    for sensor, table in inventories.items():
+    seen: set[str] = set()
+    for table in tables:
         df = pd.read_csv(table, dtype=str, keep_default_na=False)
         for column in ("path", "cloud_l1c"):
-            if column in df:
-                out += [(f"{sensor} product" if column == "path" else "s2 cloud L1C", p) for p in df[column] if p]
-    seen: set[str] = set()
-    return [(role, p) for role, p in out if not (p in seen or seen.add(p))]
+            role = Path(table).stem + ("" if column == "path" else f" {column}")
+            for p in df.get(column, pd.Series(dtype=str)):
+                if p and p not in seen:
+                    seen.add(p)
+                    out.append((role, p))
+    return out
 
 
 def input_records(entries: Iterable[tuple[str, str]], workdir: str | os.PathLike = ".") -> pd.DataFrame:
@@ -376,7 +387,10 @@ class Verification:
 
 
 def verify_tree(root: str | os.PathLike) -> Verification:
-    """Check every file below ``root`` against its ``manifest-sha256.txt``."""
+    """Check every file below ``root`` against its ``manifest-sha256.txt``.
+
+    Files in ``__pycache__`` folders that the manifest does not list are left out: Python and numba write them
+    next to the archived code when a re-run uses it (the archive itself never holds any)."""
     root = Path(root)
     manifest = root / MANIFEST
     if not manifest.is_file():
@@ -390,6 +404,12 @@ def verify_tree(root: str | os.PathLike) -> Verification:
         expected[rel] = digest
     present = {f.relative_to(root).as_posix(): f for f in _files_under(root)}
     present.pop(MANIFEST)
+    caches = [rel for rel in present if CACHE_DIR in rel.split("/") and rel not in expected]
+    for rel in caches:
+        del present[rel]
+    if caches:
+        logger.info("%s: %d file(s) in %s folders (written when the archived code ran) are not checked", root,
+                    len(caches), CACHE_DIR)
     result = Verification(checked=len(expected))
     result.missing = sorted(set(expected) - set(present))
     result.extra = sorted(set(present) - set(expected))
@@ -468,7 +488,9 @@ def describe_crate(root: Path, *, name: str, description: str, license_id: str, 
 
     crate = ROCrate()
     crate.name, crate.description = name, description
-    crate.license = license_id
+    if license_id:
+        crate.license = crate.add(ContextEntity(crate, f"https://spdx.org/licenses/{license_id}", properties={
+            "@type": "CreativeWork", "name": f"{license_id} License", "identifier": license_id}))
     crate.root_dataset["datePublished"] = ended
     version = code.get("commit") or "uncommitted tree"
     workflow = crate.add_workflow(root / "code" / "Snakefile", "code/Snakefile", main=True, lang="snakemake",
@@ -521,15 +543,16 @@ class ArchiveRequest:
 
     code_dir: Path
     config: Mapping
-    inventories: Mapping[str, str]
+    inventories: Sequence[str]
     models: Sequence[str]
     results: Sequence[str]
     workdir: Path = Path(".")
 
 
 def _copy_result(src: Path, dest: Path) -> None:
+    """Copy a result file or folder (without Snakemake's marker files)."""
     if src.is_dir():
-        shutil.copytree(src, dest, dirs_exist_ok=True)
+        shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
@@ -546,14 +569,13 @@ def write_bundle(request: ArchiveRequest, root: Path) -> dict:
         (root / "provenance" / "code-changes.diff").write_text(code["diff"])
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(dict(request.config), sort_keys=False))
-    s2_table = request.inventories.get("s2")
-    levels = (pd.read_csv(workdir / s2_table, dtype=str, keep_default_na=False).get("level", pd.Series(dtype=str))
-              .tolist() if s2_table else [])
+    levels = [level for table in request.inventories for level in
+              pd.read_csv(workdir / table, dtype=str, keep_default_na=False).get("level", pd.Series(dtype=str))]
     software = software_versions(request.config, levels)
     (root / "environment").mkdir()
     (root / "environment" / "software.json").write_text(json.dumps(software, indent=2) + "\n")
     (root / "environment" / "pip-freeze.txt").write_text(pip_freeze())
-    entries = inventory_inputs({k: workdir / v for k, v in request.inventories.items()})
+    entries = inventory_inputs([workdir / table for table in request.inventories])
     entries += config_inputs(request.config)
     (root / "inputs").mkdir()
     input_records(entries, workdir).to_csv(root / INPUTS, index=False)
