@@ -10,7 +10,6 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from cropflow.archive import (INPUTS, MANIFEST, compare_figures, config_inputs, input_records, sha256_tree,
@@ -143,9 +142,33 @@ def test_figure_comparison_names_each_difference():
     assert compare_figures(archived, {"split_manifest_sha256": "a" * 64, "models": {}}) == ["model rf: not in the re-run"]
 
 
-def test_input_table_columns(tmp_path):
+def test_input_table_records_bytes_and_the_file_sha256(tmp_path):
+    import hashlib
+
     _tree(tmp_path, {"a.tif": b"1234"})
     table = input_records([("dem", "a.tif")], tmp_path)
     assert list(table.columns) == ["role", "path", "kind", "bytes", "sha256"]
-    assert table.iloc[0]["bytes"] == 4 and len(table.iloc[0]["sha256"]) == 64
-    assert isinstance(table, pd.DataFrame)
+    assert table.iloc[0]["bytes"] == 4 and table.iloc[0]["sha256"] == hashlib.sha256(b"1234").hexdigest()
+
+
+def test_engine_versions_say_used_missing_or_found(tmp_path):
+    from cropflow.archive import engine_versions
+
+    fake_sen2cor = Path(__file__).parent / "fake_sen2cor" / "L2A_Process"
+    config = {"s1": {"engine": "snap", "snap": {"gpt": str(tmp_path / "no" / "gpt")}},
+              "s2": {"sen2cor": {"l2a_process": str(fake_sen2cor)}}}
+    found = engine_versions(config, ["L1C", "L2A"])
+    assert found["snap"]["version"].startswith("not installed: ") and str(tmp_path / "no" / "gpt") in found["snap"]["version"]
+    assert found["sen2cor"]["version"] == "2.12.03" and found["sen2cor"]["level1c_products"] == 1
+    unused = engine_versions({"s1": {"engine": "native"}, "s2": {"sen2cor": {"l2a_process": ""}}}, ["L2A"])
+    assert unused["snap"]["version"] == "not used: s1.engine is native"
+    assert unused["sen2cor"]["version"] == "not used: no Level-1C product in the inventory"
+
+
+def test_snap_graphs_are_found_next_to_the_s1_outputs(tmp_path):
+    from cropflow.archive import snap_graphs
+
+    _tree(tmp_path, {"results/s1/scenes/A_C2.graph.xml": b"<graph/>", "results/s1/pairs/P_coh.graph.xml": b"<graph/>",
+                     "results/s1/scenes/A_C2.tif": b""})
+    assert snap_graphs(tmp_path) == ["results/s1/pairs/P_coh.graph.xml", "results/s1/scenes/A_C2.graph.xml"]
+    assert snap_graphs(tmp_path / "empty") == []
