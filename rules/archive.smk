@@ -1,6 +1,7 @@
-# Reproducibility archive, built only when asked for (`snakemake archive`): the finished run's code at its
-# commit, resolved config, environment, input checksums, split, models, metrics, SNAP graphs and report (when
+# Reproducibility archive, built only when asked for (`snakemake archive`): the run's code at its commit,
+# resolved config, environment, input checksums, split, models, metrics, SNAP graphs and report (when
 # `snakemake --report results/report.html` was run before) with RO-Crate metadata and a sha256 manifest.
+# It depends on exactly what it packs (get_archive_inputs), not on the maps.
 # Raw inputs are not packed; their sha256 are (`python -m cropflow archive-verify --inputs` checks a re-run's).
 
 
@@ -13,7 +14,6 @@ rule archive:
         code=workflow.basedir,
         config=as_json(config),
         models=get_archived_models(),
-        results=get_archived_results(),
     log:
         "logs/archive/archive.log",
     localrule: True
@@ -21,5 +21,5 @@ rule archive:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow archive --code {params.code} --config {params.config} --inventory {input.inventory}"
-        " --models {params.models} --results {params.results} --out {output}"
+        " --parcels {input.parcels} --models {params.models} --results {input.results} --out {output}"
         " > {log} 2>&1"

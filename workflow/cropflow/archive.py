@@ -264,11 +264,12 @@ def model_weights_sha256(model_dir: str | os.PathLike) -> str:
     raise FileNotFoundError(f"{model_dir} holds neither model.keras nor model.joblib: retrain the model")
 
 
-def reproducibility_figures(workdir: str | os.PathLike, models: Sequence[str]) -> dict:
-    """What a re-run must reproduce: the split manifest's sha256, each model's weights sha256 and its metrics
-    (results/metrics/<model>.json without timings)."""
+def reproducibility_figures(workdir: str | os.PathLike, models: Sequence[str],
+                            parcels: str = "results/labels/parcels.gpkg") -> dict:
+    """What a re-run must reproduce: the split manifest's sha256 (of the partitioned ``parcels``), each model's
+    weights sha256 and its metrics (results/metrics/<model>.json without timings)."""
     workdir = Path(workdir)
-    split = split_manifest(workdir / "results" / "labels" / "parcels.gpkg")
+    split = split_manifest(workdir / parcels)
     figures: dict = {"split_manifest_sha256": hashlib.sha256(split.to_csv(index=False).encode()).hexdigest(),
                      "models": {}}
     for model in models:
@@ -546,6 +547,7 @@ class ArchiveRequest:
     inventories: Sequence[str]
     models: Sequence[str]
     results: Sequence[str]
+    parcels: str = "results/labels/parcels.gpkg"
     workdir: Path = Path(".")
 
 
@@ -584,8 +586,8 @@ def write_bundle(request: ArchiveRequest, root: Path) -> dict:
         if not src.exists():
             raise FileNotFoundError(f"result {rel} not found in {workdir.resolve()}: run the workflow first")
         _copy_result(src, root / rel)
-    split_manifest(workdir / "results" / "labels" / "parcels.gpkg").to_csv(root / SPLIT_MANIFEST, index=False)
-    figures = reproducibility_figures(workdir, request.models)
+    split_manifest(workdir / request.parcels).to_csv(root / SPLIT_MANIFEST, index=False)
+    figures = reproducibility_figures(workdir, request.models, request.parcels)
     figures["code"] = {k: code[k] for k in ("commit", "dirty")}
     (root / FIGURES).write_text(json.dumps(figures, indent=2) + "\n")
     ended = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -846,6 +846,7 @@ def _archive_args(p):
     p.add_argument("--config", type=_json, required=True, help="the resolved workflow config as JSON")
     p.add_argument("--inventory", nargs="+", required=True,
                    help="the run's inventory tables (results/inventory/s1_scenes.csv, s1_pairs.csv, s2_scenes.csv)")
+    p.add_argument("--parcels", required=True, help="the partitioned parcels (results/labels/parcels.gpkg)")
     p.add_argument("--models", nargs="*", default=[], help="models whose weights and metrics a re-run must match")
     p.add_argument("--results", nargs="+", required=True, help="result files and folders to put in the bundle")
     p.add_argument("--out", required=True, help="the bundle (.tar.gz)")
@@ -859,7 +860,7 @@ def _archive(a):
     from cropflow.archive import ArchiveRequest, build_archive
 
     request = ArchiveRequest(code_dir=Path(a.code), config=a.config, models=a.models, results=a.results,
-                             inventories=a.inventory)
+                             inventories=a.inventory, parcels=a.parcels)
     figures = build_archive(request, a.out)
     log.info("archived split manifest sha256 %s; models %s", figures["split_manifest_sha256"],
              {m: f["weights_sha256"][:12] for m, f in figures["models"].items()})
