@@ -300,6 +300,18 @@ def compare_figures(archived: Mapping, rerun: Mapping) -> list[str]:
     return out
 
 
+def check_rerun(bundle: str | os.PathLike, workdir: str | os.PathLike, models: Sequence[str] | None = None) -> list[str]:
+    """Differences between the archived figures and the re-run in ``workdir`` ([] when it reproduces them),
+    for ``models`` (default: every archived model). ValueError for a model the archive does not have."""
+    archived = json.loads((Path(bundle) / FIGURES).read_text())
+    models = list(models or archived["models"])
+    unknown = sorted(set(models) - set(archived["models"]))
+    if unknown:
+        raise ValueError(f"models {unknown} are not in the archive (it has {sorted(archived['models'])})")
+    archived["models"] = {m: archived["models"][m] for m in models}
+    return compare_figures(archived, reproducibility_figures(workdir, models))
+
+
 def snap_graphs(workdir: str | os.PathLike) -> list[str]:
     """The SNAP graph XMLs the run wrote next to its S1 outputs (results/s1/**/<output>.graph.xml)."""
     root = Path(workdir) / "results" / "s1"

@@ -879,11 +879,7 @@ def _archive_verify_args(p):
 @command("archive-verify", "check an archive against its sha256 manifest (naming every altered, missing or "
          "extra file), optionally the inputs of a re-run and its results", _archive_verify_args)
 def _archive_verify(a):
-    import json
-    from pathlib import Path
-
-    from cropflow.archive import (FIGURES, compare_figures, opened_bundle, reproducibility_figures, verify_inputs,
-                                  verify_tree)
+    from cropflow.archive import check_rerun, opened_bundle, verify_inputs, verify_tree
 
     with opened_bundle(a.bundle) as root:
         result = verify_tree(root)
@@ -891,13 +887,7 @@ def _archive_verify(a):
         if a.inputs and result.ok:
             problems += verify_inputs(root, a.inputs)
         if a.rerun and result.ok:
-            archived = json.loads((root / FIGURES).read_text())
-            models = a.models or list(archived["models"])
-            unknown = sorted(set(models) - set(archived["models"]))
-            if unknown:
-                raise ValueError(f"--models {unknown} are not in the archive (it has {sorted(archived['models'])})")
-            archived["models"] = {m: archived["models"][m] for m in models}
-            problems += compare_figures(archived, reproducibility_figures(Path(a.rerun), models))
+            problems += check_rerun(root, a.rerun, a.models)
     if problems:
         raise ValueError(f"{a.bundle}: " + "; ".join(problems))
     log.info("%s: %d files match %s%s%s", a.bundle, result.checked, "manifest-sha256.txt",
