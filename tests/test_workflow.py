@@ -171,7 +171,7 @@ def test_report_builds(demo):
 
 def setup_small_run(workdir: Path) -> None:
     """Config and simulated inputs of a small run: one 2 km tile, S1 seam products of one track (3 dates), 2 S2
-    dates, the random forest only (a complete run in about a minute, so that a test can afford it twice)."""
+    dates, the random forest only, no area estimates (a complete run in about a minute, so that a test can afford it twice)."""
     bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
     gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
     config = write_config(workdir)
@@ -181,6 +181,7 @@ def setup_small_run(workdir: Path) -> None:
     config["s1"]["features"] = ["vv_db", "vh_db", "cross_ratio"]
     config["models"]["enabled"] = ["rf"]
     config["interpret"]["enabled"] = False
+    config["areas"]["enabled"] = False
     with open(workdir / "config" / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
@@ -202,7 +203,7 @@ def test_archive_reruns_to_the_same_split_weights_and_metrics(tmp_path):
     (demo / "results").mkdir()
     (demo / "results" / "report.html").write_text("<html><body>report of the run</body></html>\n")
     snakemake(demo, "archive")
-    assert not (demo / "results" / "maps").exists(), "the archive needs no maps"
+    assert not (demo / "results" / "maps").exists(), "without area estimates the archive needs no map"
     tarball = demo / "results" / "archive" / "cropflow-archive.tar.gz"
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
