@@ -171,7 +171,7 @@ def test_report_builds(demo):
 
 def setup_small_run(workdir: Path) -> None:
     """Config and simulated inputs of a small run: one 2 km tile, S1 seam products of one track (3 dates), 2 S2
-    dates, the random forest only, no area estimates (a complete run in about a minute, so that a test can afford it twice)."""
+    dates, the random forest only, no area estimates (about 25 jobs, so that a test can afford the run twice)."""
     bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
     gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
     config = write_config(workdir)
