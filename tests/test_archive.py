@@ -139,7 +139,8 @@ def test_figure_comparison_names_each_difference():
     diffs = compare_figures(archived, rerun)
     assert [d.split(":")[0] for d in diffs] == ["split manifest", "model rf", "model rf"]
     assert "metric oa 0.81 != archived 0.8" in diffs[2]
-    assert compare_figures(archived, {"split_manifest_sha256": "a" * 64, "models": {}}) == ["model rf: not in the re-run"]
+    missing = {"split_manifest_sha256": "a" * 64, "models": {}}
+    assert compare_figures(archived, missing) == ["model rf: not in the re-run"]
 
 
 def test_input_table_records_bytes_and_the_file_sha256(tmp_path):
@@ -158,7 +159,8 @@ def test_engine_versions_say_used_missing_or_found(tmp_path):
     config = {"s1": {"engine": "snap", "snap": {"gpt": str(tmp_path / "no" / "gpt")}},
               "s2": {"sen2cor": {"l2a_process": str(fake_sen2cor)}}}
     found = engine_versions(config, ["L1C", "L2A"])
-    assert found["snap"]["version"].startswith("not installed: ") and str(tmp_path / "no" / "gpt") in found["snap"]["version"]
+    snap = found["snap"]["version"]
+    assert snap.startswith("not installed: ") and str(tmp_path / "no" / "gpt") in snap
     assert found["sen2cor"]["version"] == "2.12.03" and found["sen2cor"]["level1c_products"] == 1
     unused = engine_versions({"s1": {"engine": "native"}, "s2": {"sen2cor": {"l2a_process": ""}}}, ["L2A"])
     assert unused["snap"]["version"] == "not used: s1.engine is native"

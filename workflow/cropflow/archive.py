@@ -300,7 +300,8 @@ def compare_figures(archived: Mapping, rerun: Mapping) -> list[str]:
     return out
 
 
-def check_rerun(bundle: str | os.PathLike, workdir: str | os.PathLike, models: Sequence[str] | None = None) -> list[str]:
+def check_rerun(bundle: str | os.PathLike, workdir: str | os.PathLike,
+                models: Sequence[str] | None = None) -> list[str]:
     """Differences between the archived figures and the re-run in ``workdir`` ([] when it reproduces them),
     for ``models`` (default: every archived model). ValueError for a model the archive does not have."""
     archived = json.loads((Path(bundle) / FIGURES).read_text())
