@@ -26,6 +26,7 @@ include: "rules/stac.smk"
 include: "rules/report.smk"
 include: "rules/areas.smk"
 include: "rules/changes.smk"
+include: "rules/archive.smk"
 
 
 rule all:

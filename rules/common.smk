@@ -353,3 +353,35 @@ def get_train_gpus(wildcards):
     return config["training"]["gpus"] if get_spec(wildcards.model).family == "keras" else 0
 
 
+
+
+#: the Snakemake report `snakemake --report` writes; archived when it exists before `snakemake archive`
+ARCHIVED_REPORT = "results/report.html"
+
+
+def get_archived_models():
+    """The models whose weights and metrics the archive records: enabled and fine-tuned ones."""
+    return list(MODELS) + ([finetuned_model()] if config["transfer"]["enabled"] else [])
+
+
+def get_archive_inputs(wildcards):
+    """What the archive packs, file by file (so that it is up to date, and no stale file of another
+    configuration gets in): inventory tables, partition report, models, metrics, profiles, the enabled
+    experiments' tables, the report when it was built; and the parcels the split manifest is read from."""
+    inventory = ["s1_scenes", "s1_pairs", "s1_skipped", "s1_coverage", "s1_acquisitions", "s2_scenes",
+                 "s2_layers_planned", "skipped", "s2_selection", "report", "s2_layers"]
+    results = [f"results/inventory/{name}.csv" for name in inventory]
+    results += [f"results/partition/split_report.{ext}" for ext in ("csv", "json", "png")]
+    results += [f"results/models/{model}" for model in get_archived_models()]
+    results += get_compared_metrics() + [f"results/metrics/{model}_confusion.png" for model in MODELS]
+    results += ["results/metrics/comparison.csv", "results/metrics/comparison.png", "results/report/profiles.png"]
+    if config["inseason"]["enabled"]:
+        results += [f"results/inseason/{config['inseason']['model']}.{ext}" for ext in ("csv", "png")]
+    if config["selection"]["enabled"]:
+        results += ["results/selection/bands.json", "results/selection/relevance.csv"]
+    if config["areas"]["enabled"]:
+        results += [f"results/areas/{model}.csv" for model in MAPPED_MODELS]
+    if Path(ARCHIVED_REPORT).is_file():
+        results.append(ARCHIVED_REPORT)
+    scene_lists = [f"results/inventory/{name}.csv" for name in ("s1_scenes", "s1_pairs", "s2_scenes")]
+    return {"inventory": scene_lists, "parcels": "results/labels/parcels.gpkg", "results": results}

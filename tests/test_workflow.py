@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from datetime import datetime
 from pathlib import Path
 
@@ -166,6 +167,112 @@ def test_report_builds(demo):
     snakemake(demo, "--report", "report.html")
     html = (demo / "report.html").read_text(errors="ignore")
     assert "split_report" in html and "profiles.png" in html
+
+
+def setup_small_run(workdir: Path) -> None:
+    """Config and simulated inputs of a small run: one 2 km tile, S1 seam products of one track (3 dates), 2 S2
+    dates, the random forest only, no area estimates (about 25 jobs, so that a test can afford the run twice)."""
+    bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
+    gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
+    config = write_config(workdir)
+    config["s1"]["engine"] = "preprocessed"
+    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 2, "s2_margin": 300})
+    config["season"] = {"start": "05-06", "end": "06-20"}
+    config["s1"]["features"] = ["vv_db", "vh_db", "cross_ratio"]
+    config["models"]["enabled"] = ["rf"]
+    config["interpret"]["enabled"] = False
+    config["areas"]["enabled"] = False
+    with open(workdir / "config" / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
+                   check=True, cwd=workdir, env=env, capture_output=True)
+
+
+def test_archive_reruns_to_the_same_split_weights_and_metrics(tmp_path):
+    """`snakemake archive` runs a small workflow and archives it; the bundle unpacked in an empty directory
+    verifies, names an altered file, and a re-run from its code and config on the same inputs (checked by sha256)
+    gives the same split manifest, random-forest weights sha256 and metrics."""
+    from cropflow.archive import FIGURES, SPLIT_MANIFEST, reproducibility_figures, split_manifest
+
+    demo = tmp_path / "original"
+    demo.mkdir()
+    setup_small_run(demo)
+    # the archive packs the report `snakemake --report results/report.html` wrote when it exists; a real one needs
+    # the maps (test_report_builds), which `snakemake archive` does not make, so this run gets a stand-in file
+    (demo / "results").mkdir()
+    (demo / "results" / "report.html").write_text("<html><body>report of the run</body></html>\n")
+    snakemake(demo, "archive")
+    assert not (demo / "results" / "maps").exists(), "without area estimates the archive needs no map"
+    tarball = demo / "results" / "archive" / "cropflow-archive.tar.gz"
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    with tarfile.open(tarball) as t:
+        t.extractall(unpacked, filter="data")
+    bundle = unpacked / "cropflow-archive"
+    assert cropflow("archive-verify", str(tarball)).returncode == 0
+    for rel in ("code/Snakefile", "code/rules/archive.smk", "code/workflow/cropflow/archive.py",
+                "config/config.yaml", "environment/pip-freeze.txt", "results/report.html",
+                "results/models/rf/model.joblib", "results/metrics/rf.json", "results/inventory/s1_scenes.csv"):
+        assert (bundle / rel).is_file(), rel
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: the archived code is its commit
+        assert json.loads((bundle / "provenance" / "code.json").read_text())["commit"] == head.stdout.strip()
+    software = json.loads((bundle / "environment" / "software.json").read_text())
+    assert software["packages"]["snakemake"] == "9.27.1"
+    assert software["snap"]["version"] == "not used: s1.engine is preprocessed"
+    assert software["sen2cor"]["version"] == "not used: no Level-1C product in the inventory"
+    inputs = pd.read_csv(bundle / "inputs" / "inputs.csv")
+    scenes = pd.read_csv(demo / "results" / "inventory" / "s1_scenes.csv")["path"].tolist()
+    assert set(scenes) <= set(inputs["path"]) and {"aoi.geojson", "data/parcels.gpkg"} <= set(inputs["path"])
+    crate = json.loads((bundle / "ro-crate-metadata.json").read_text())["@graph"]
+    by_id = {e["@id"]: e for e in crate}
+    assert by_id["./"]["license"] == {"@id": "https://spdx.org/licenses/MIT"}
+    assert by_id["./"]["mainEntity"] == {"@id": "code/Snakefile"}
+    assert "ComputationalWorkflow" in by_id["code/Snakefile"]["@type"]
+    assert by_id["results/models/rf/model.joblib"]["encodingFormat"] == "application/octet-stream"
+    assert any(e.get("@type") == "CreateAction" for e in crate)
+
+    # the inputs are not in the bundle: a re-run directory gets them, and their sha256 must match the archive's
+    run = tmp_path / "run"
+    (run / "config").mkdir(parents=True)
+    shutil.copy(bundle / "config" / "config.yaml", run / "config" / "config.yaml")
+    shutil.copy(demo / "aoi.geojson", run / "aoi.geojson")
+    (run / "data").symlink_to(demo / "data")
+    assert cropflow("archive-verify", str(bundle), "--inputs", str(run)).returncode == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(bundle / "code" / "Snakefile"), "-d", str(run), "--cores", "2",
+         "--workflow-profile", "none", "results/metrics/rf.json"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=""), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert list((bundle / "code" / "workflow" / "cropflow" / "__pycache__").iterdir()), \
+        "the jobs ran the bundle's package (numba cached its kernels next to it)"
+    archived = json.loads((bundle / FIGURES).read_text())
+    rerun = reproducibility_figures(run, ["rf"])
+    print("archive re-run:", json.dumps({"archived": archived["models"]["rf"]["weights_sha256"],
+                                         "rerun": rerun["models"]["rf"]["weights_sha256"],
+                                         "split": rerun["split_manifest_sha256"],
+                                         "oa": rerun["models"]["rf"]["metrics"]["oa"]}))
+    split_manifest(run / "results" / "labels" / "parcels.gpkg").to_csv(tmp_path / "split.csv", index=False)
+    assert (tmp_path / "split.csv").read_bytes() == (bundle / SPLIT_MANIFEST).read_bytes()
+    assert rerun["split_manifest_sha256"] == archived["split_manifest_sha256"]
+    assert rerun["models"]["rf"] == archived["models"]["rf"], "same weights sha256 and metrics on CPU"
+    done = cropflow("archive-verify", str(bundle), "--rerun", str(run), "--models", "rf")
+    assert done.returncode == 0, done.stderr
+
+    # one byte of one archived file changed after writing: verify fails naming it
+    metrics = bundle / "results" / "metrics" / "rf.json"
+    data = bytearray(metrics.read_bytes())
+    data[len(data) // 2] ^= 1
+    metrics.write_bytes(bytes(data))
+    failed = cropflow("archive-verify", str(bundle))
+    assert failed.returncode == 1 and "altered: results/metrics/rf.json" in failed.stderr
+
+
+def cropflow(*args: str) -> subprocess.CompletedProcess:
+    """``python -m cropflow <args>`` with the repository's package."""
+    return subprocess.run([sys.executable, "-m", "cropflow", *args], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "workflow")), timeout=600)
 
 
 def test_lint_is_clean(demo):

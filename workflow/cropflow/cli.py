@@ -839,6 +839,62 @@ def _uncertainty_quicklook(a):
     uncertainty_quicklook(a.uncertainty, a.out)
 
 
+# --- reproducibility archive ----------------------------------------------------------------------------
+
+def _archive_args(p):
+    p.add_argument("--code", required=True, help="the workflow's folder (a git checkout: its HEAD is archived)")
+    p.add_argument("--config", type=_json, required=True, help="the resolved workflow config as JSON")
+    p.add_argument("--inventory", nargs="+", required=True,
+                   help="the run's inventory tables (results/inventory/s1_scenes.csv, s1_pairs.csv, s2_scenes.csv)")
+    p.add_argument("--parcels", required=True, help="the partitioned parcels (results/labels/parcels.gpkg)")
+    p.add_argument("--models", nargs="*", default=[], help="models whose weights and metrics a re-run must match")
+    p.add_argument("--results", nargs="+", required=True, help="result files and folders to put in the bundle")
+    p.add_argument("--out", required=True, help="the bundle (.tar.gz)")
+
+
+@command("archive", "reproducibility archive of a finished run: code at its commit, config, environment, input "
+         "checksums, split, models, metrics, report, RO-Crate metadata and a sha256 manifest", _archive_args)
+def _archive(a):
+    from pathlib import Path
+
+    from cropflow.archive import ArchiveRequest, build_archive
+
+    request = ArchiveRequest(code_dir=Path(a.code), config=a.config, models=a.models, results=a.results,
+                             inventories=a.inventory, parcels=a.parcels)
+    figures = build_archive(request, a.out)
+    log.info("archived split manifest sha256 %s; models %s", figures["split_manifest_sha256"],
+             {m: f["weights_sha256"][:12] for m, f in figures["models"].items()})
+
+
+def _archive_verify_args(p):
+    p.add_argument("bundle", help="the archive (.tar.gz) or the folder it was unpacked into")
+    p.add_argument("--inputs", default=None, metavar="WORKDIR",
+                   help="also check that the inputs in this working directory have the archived sha256")
+    p.add_argument("--rerun", default=None, metavar="WORKDIR",
+                   help="also check that this re-run made the archived split, model weights and metrics")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="with --rerun: the models the re-run trained (default: every archived model)")
+
+
+@command("archive-verify", "check an archive against its sha256 manifest (naming every altered, missing or "
+         "extra file), optionally the inputs of a re-run and its results", _archive_verify_args)
+def _archive_verify(a):
+    from cropflow.archive import check_rerun, opened_bundle, verify_inputs, verify_tree
+
+    with opened_bundle(a.bundle) as root:
+        result = verify_tree(root)
+        problems = result.problems()
+        if a.inputs and result.ok:
+            problems += verify_inputs(root, a.inputs)
+        if a.rerun and result.ok:
+            problems += check_rerun(root, a.rerun, a.models)
+    if problems:
+        raise ValueError(f"{a.bundle}: " + "; ".join(problems))
+    log.info("%s: %d files match %s%s%s", a.bundle, result.checked, "manifest-sha256.txt",
+             f"; inputs in {a.inputs} match" if a.inputs else "",
+             f"; the re-run in {a.rerun} reproduces split, weights and metrics" if a.rerun else "")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cropflow", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
