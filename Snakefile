@@ -28,6 +28,9 @@ include: "rules/areas.smk"
 include: "rules/changes.smk"
 
 
+check_conda_envs()
+
+
 rule all:
     default_target: True
     input:

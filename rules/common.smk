@@ -342,6 +342,37 @@ def get_compared_metrics(wildcards=None):
     return out
 
 
+def get_training_samples(split):
+    """A training job's samples of one split. With training.on_new_imagery: keep they are ancient(): samples that
+    new imagery updated do not retrain an existing model (a missing model is still trained)."""
+    path = f"results/samples/{split}.zarr"
+    return ancient(path) if config["training"]["on_new_imagery"] == "keep" else path
+
+
+def warn_keep_with_acquisitions():
+    """One warning at DAG building: kept models and a time axis that moves with the products."""
+    if config["training"]["on_new_imagery"] == "keep" and config["stack"]["time_axis"] == "acquisitions":
+        print("WARNING: training.on_new_imagery: keep with stack.time_axis: acquisitions: a product on a new "
+              "date lengthens every cube's time axis, and inference with the kept models then stops naming "
+              "the dates; use stack.time_axis: regular to keep models across new imagery", file=sys.stderr)
+
+
+warn_keep_with_acquisitions()
+
+
+def check_conda_envs():
+    """Stop at DAG building when a rule runs a command without a conda environment or names an environment file
+    that is missing (rule and file named), with or without --sdm conda: found before a cluster run needs it.
+    Called from the Snakefile once every rule file is included."""
+    from cropflow.environments import RuleEnv, conda_env_problems
+
+    problems = conda_env_problems(
+        RuleEnv(each.name, each.conda_env, each.snakefile, not each.norun) for each in workflow.rules
+    )
+    if problems:
+        raise ValueError("conda environments: " + "; ".join(problems))
+
+
 #: conda environment of the training rules: TensorFlow's CUDA build when GPUs are requested
 TRAIN_ENV = "../envs/train-gpu.yaml" if config["training"]["gpus"] > 0 else "../envs/ml.yaml"
 
