@@ -75,6 +75,7 @@ def test_rule_without_env_or_with_missing_file_is_named(tmp_path):
     ]
 
 
+@pytest.mark.workflow
 def test_missing_env_file_stops_the_workflow_naming_rule_and_file(tmp_path):
     """The real Snakefile with envs/clouds.yaml removed: the run stops at parse time, also without --sdm conda."""
     repo = tmp_path / "repo"
