@@ -118,7 +118,7 @@ def as_json(value):
 
 def s1_engine_input(scene, consumer):
     """What an S1 engine job reads for one scene: the product, or for the native engine the SAFE folder that
-    rule s1_extract makes of a zip for that job alone (consumer: "scene" or the pair id), a temporary output
+    rule s1_extract makes of a zip for that job alone (consumer "scene" or the pair id), a temporary output
     deleted once the job is done. Not shared between jobs: a new scene's pairs then extract their neighbours
     again without rerunning the neighbours' scene and other pair jobs (a shared temporary would rerun the
     whole track)."""
@@ -366,7 +366,7 @@ warn_keep_with_acquisitions()
 
 def check_conda_envs():
     """Stop at DAG building when a rule runs a command without a conda environment or names an environment file
-    that is missing (rule and file named), with or without --sdm conda: found before a cluster run needs it.
+    that is missing (naming both), with or without --sdm conda, so it is found before a cluster run needs it.
     Called from the Snakefile once every rule file is included."""
     from cropflow.environments import RuleEnv, conda_env_problems
 
