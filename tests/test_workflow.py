@@ -274,10 +274,12 @@ def test_new_s1_product_reruns_its_scene_its_pairs_and_the_tiles_it_covers(demo,
 def test_new_imagery_with_kept_models_maps_without_retraining(demo, tmp_path):
     work = copy_run(demo, tmp_path / "keep", on_new_imagery="keep")
     assert dry_run_jobs(work) == {"stac": 1, "all": 1}, "the setting reruns only the catalog, which records it"
-    add_late_s1_product(work)
-    # the same scene, pair, stack and sample jobs; no training: the kept models map the tiles' new cubes and
-    # are evaluated on the updated test samples
-    assert dry_run_jobs(work) == {**NEW_S1_SCENE, **EVALUATED, **MAPS_AGAIN, **INVENTORY_AGAIN}
+    add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0))
+    # the same product, stack and sample jobs as with retraining; no training: the kept models map the one
+    # changed tile again (one infer job per model) and are evaluated on the updated test samples
+    maps = {**MAPS_AGAIN, "infer": 2}
+    assert dry_run_jobs(work) == {"s2_ingest": 1, "s2_layer": 1, "s2_selection": 1, "stack": 1, "samples_tile": 1,
+                                  "samples_merge": 3, **EVALUATED, **maps, **INVENTORY_AGAIN}
 
 
 def test_changed_hyper_parameter_reruns_only_that_models_training_evaluation_and_maps(demo, tmp_path):
