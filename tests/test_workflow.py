@@ -350,6 +350,7 @@ def test_job_killed_mid_write_is_redone_and_no_half_output_trusted(demo, tmp_pat
         ("models", {"enabled": ["resnet"]}, "resnet"),
         ("areas", {"enabled": True, "boundaries": None}, "unit_field"),
         ("compare_maps", [{"a": "tempcnn"}], "'b' is a required property"),
+        ("training", {"gpus": 0, "in_memory_max_mb": 2048, "on_new_imagery": "sometimes"}, "'sometimes' is not one of"),
     ],
 )
 def test_bad_config_value_names_the_key(tmp_path, key, value, message):
