@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 $(HOME)/.pyenv/versions/3.12*/b
 	$(HOME)/.pyenv/versions/3.13*/bin/python3; do $$p -c 'import sys; assert sys.version_info[:2] in ((3,12),(3,13))' \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test lint clean-demo lock-envs
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	@test -n "$(PYTHON)" || { echo "cropflow needs Python 3.12 or 3.13 (set PYTHON=/path/to/python3.12)"; exit 1; }
@@ -34,6 +34,13 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
+
+# Conda lock files envs/<env>.linux-64.pin.txt (used by --sdm conda before the YAML); needs conda with access to
+# conda-forge and snakedeploy, so it runs on a user's machine, not in CI.
+lock-envs:
+	@command -v conda >/dev/null || { echo "lock-envs needs conda (and conda-forge) on PATH"; exit 1; }
+	@command -v snakedeploy >/dev/null || { echo "lock-envs needs snakedeploy: pip install snakedeploy"; exit 1; }
+	snakedeploy pin-conda-envs envs/*.yaml
 
 clean-demo:
 	rm -rf data/demo results logs .snakemake .cropflow

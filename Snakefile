@@ -29,6 +29,9 @@ include: "rules/changes.smk"
 include: "rules/archive.smk"
 
 
+check_conda_envs()
+
+
 rule all:
     default_target: True
     input:

@@ -105,6 +105,7 @@ wildcard_constraints:
     layer=r"S2[A-D]_\d{8}_R\d{3}",
     acq=r"S1[A-D]_\d{8}_R\d{3}_[0-9A-F]{6}",
     pair=r"R\d{3}_\d{8}_\d{8}",
+    consumer=r"scene|R\d{3}_\d{8}_\d{8}",
     tile=r"E\d{7}N\d{7}",
     model=r"[a-z0-9_]+",
     split=r"train|val|test",
@@ -115,17 +116,20 @@ def as_json(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
-def s1_engine_input(scene):
+def s1_engine_input(scene, consumer):
     """What an S1 engine job reads for one scene: the product, or for the native engine the SAFE folder that
-    rule s1_extract makes of a zip (a temporary output, deleted once its scene and pair jobs are done)."""
+    rule s1_extract makes of a zip for that job alone (consumer "scene" or the pair id), a temporary output
+    deleted once the job is done. Not shared between jobs: a new scene's pairs then extract their neighbours
+    again without rerunning the neighbours' scene and other pair jobs (a shared temporary would rerun the
+    whole track)."""
     path = scene_path(PLAN.s1_scenes, "scene", scene)
     if config["s1"]["engine"] == "native" and path.endswith(".zip"):
-        return f"{config['s1']['native']['workdir']}/{scene}.SAFE"
+        return f"{config['s1']['native']['workdir']}/{consumer}/{scene}.SAFE"
     return path
 
 
 def get_s1_scene_input(wildcards):
-    return s1_engine_input(wildcards.scene)
+    return s1_engine_input(wildcards.scene, "scene")
 
 
 def get_s1_zip(wildcards):
@@ -139,8 +143,8 @@ def get_s1_pair_input(wildcards):
 def get_s1_pair_products(wildcards):
     """The reference and secondary slices of every slice pair of a coherence pair, in matching order."""
     slice_pairs = pair_slices(PLAN, wildcards.pair)
-    return {"reference": [s1_engine_input(r) for r, _ in slice_pairs],
-            "secondary": [s1_engine_input(s) for _, s in slice_pairs]}
+    return {"reference": [s1_engine_input(r, wildcards.pair) for r, _ in slice_pairs],
+            "secondary": [s1_engine_input(s, wildcards.pair) for _, s in slice_pairs]}
 
 
 def get_s1_acq_slices(wildcards):
@@ -340,6 +344,37 @@ def get_compared_metrics(wildcards=None):
     if config["fusion"]["enabled"]:
         out.append("results/metrics/fusion.json")
     return out
+
+
+def get_training_samples(split):
+    """A training job's samples of one split. With training.on_new_imagery: keep they are ancient(): samples that
+    new imagery updated do not retrain an existing model (a missing model is still trained)."""
+    path = f"results/samples/{split}.zarr"
+    return ancient(path) if config["training"]["on_new_imagery"] == "keep" else path
+
+
+def warn_keep_with_acquisitions():
+    """One warning at DAG building: kept models and a time axis that moves with the products."""
+    if config["training"]["on_new_imagery"] == "keep" and config["stack"]["time_axis"] == "acquisitions":
+        print("WARNING: training.on_new_imagery: keep with stack.time_axis: acquisitions: a product on a new "
+              "date lengthens every cube's time axis, and inference with the kept models then stops naming "
+              "the dates; use stack.time_axis: regular to keep models across new imagery", file=sys.stderr)
+
+
+warn_keep_with_acquisitions()
+
+
+def check_conda_envs():
+    """Stop at DAG building when a rule runs a command without a conda environment or names an environment file
+    that is missing (naming both), with or without --sdm conda, so it is found before a cluster run needs it.
+    Called from the Snakefile once every rule file is included."""
+    from cropflow.environments import RuleEnv, conda_env_problems
+
+    problems = conda_env_problems(
+        RuleEnv(each.name, each.conda_env, each.snakefile, not each.norun) for each in workflow.rules
+    )
+    if problems:
+        raise ValueError("conda environments: " + "; ".join(problems))
 
 
 #: conda environment of the training rules: TensorFlow's CUDA build when GPUs are requested

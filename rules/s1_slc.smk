@@ -1,16 +1,16 @@
 # Sentinel-1 IW SLC products through the native or the SNAP engine (s1.engine): C2 per scene (slice), coherence
 # per consecutive same-track pair (every slice pair of the two passes, merged), both on the project grid. The SNAP engine writes its graph XML
 # next to each output. The native engine reads SAFE folders: zips are extracted by s1_extract into
-# s1.native.workdir as temporary outputs, removed as soon as the scene's C2 and pair jobs are done.
+# s1.native.workdir/<job>/ (one copy per scene or pair job) as temporary outputs, removed once that job is done.
 
 
 rule s1_extract:
     input:
         get_s1_zip,
     output:
-        temp(directory(os.path.join(config["s1"]["native"]["workdir"], "{scene}.SAFE"))),
+        temp(directory(os.path.join(config["s1"]["native"]["workdir"], "{consumer}", "{scene}.SAFE"))),
     log:
-        "logs/s1_extract/{scene}.log",
+        "logs/s1_extract/{consumer}/{scene}.log",
     conda:
         "../envs/sar.yaml"
     shell:

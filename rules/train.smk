@@ -8,8 +8,8 @@ ruleorder: finetune > train
 
 rule train:
     input:
-        train="results/samples/train.zarr",
-        val="results/samples/val.zarr",
+        train=get_training_samples("train"),
+        val=get_training_samples("val"),
     output:
         directory("results/models/{model}"),
     params:
@@ -156,8 +156,8 @@ rule inseason:
 rule finetune:
     input:
         pretrained=config["transfer"]["pretrained"] or "transfer.pretrained-is-not-set",
-        train="results/samples/train.zarr",
-        val="results/samples/val.zarr",
+        train=get_training_samples("train"),
+        val=get_training_samples("val"),
     output:
         directory("results/models/{model}_finetuned"),
     params:

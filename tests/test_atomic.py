@@ -94,3 +94,17 @@ def test_existing_directory_survives_a_failed_write(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["y"]
     assert (final / "y").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["train.zarr"]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    final = tmp_path / "E0320000N5330000.zarr"
+    killed = tmp_path / ".E0320000N5330000.zarr.k1ll3d_0.part"
+    (killed / "out.zarr").mkdir(parents=True)
+    (killed / "out.zarr" / "zarr.json").write_text("{half")
+    other = tmp_path / ".E0320000N5330000.zarr.json.x1y2.part"  # another output's temporary stays
+    other.mkdir()
+    with atomic_path(final, directory=True) as tmp:
+        assert not killed.exists() and other.exists()
+        tmp.mkdir()
+        (tmp / "zarr.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, final.name]

@@ -93,8 +93,18 @@ def demo(tmp_path_factory) -> Path:
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
     subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", str(workdir / "config" / "config.yaml"),
                     "--out", str(workdir / "data")], check=True, cwd=workdir, env=env, capture_output=True)
+    hold_back_s1_product(workdir)
     snakemake(workdir)
     return workdir
+
+
+def hold_back_s1_product(workdir: Path) -> Path:
+    """Move the simulated S1 product in the middle of the season out of the inputs (to ``late/``), as if it
+    arrived after the run: it has a same-track neighbour 12 days before and after (tests of reruns)."""
+    zips = sorted((workdir / "data" / "s1").glob("*.zip"), key=lambda p: p.name.split("_")[5])
+    late = workdir / "late"
+    late.mkdir()
+    return zips[len(zips) // 2].rename(late / zips[len(zips) // 2].name)
 
 
 def test_map_on_project_grid_with_legend_values(demo):
@@ -280,15 +290,19 @@ def test_lint_is_clean(demo):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def dry_run_jobs(workdir: Path) -> dict[str, int]:
-    """Rule -> job count of a dry run (the job stats table)."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules")
+def job_counts(text: str) -> dict[str, int]:
+    """Rule -> job count of snakemake's job stats table in its output."""
     counts: dict[str, int] = {}
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         m = re.fullmatch(r"\s*([a-z0-9_]+)\s+(\d+)\s*", line)
         if m and m.group(1) not in ("total", "job", "count"):
             counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+def dry_run_jobs(workdir: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (the job stats table)."""
+    return job_counts(snakemake(workdir, "-n", "--quiet", "rules").stdout)
 
 
 def add_s2_product(workdir: Path, tile_bounds: tuple[float, float, float, float],
@@ -311,22 +325,126 @@ def test_nothing_to_do_after_a_complete_run(demo):
     assert dry_run_jobs(demo) == {}
 
 
-def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
-    work = tmp_path / "rerun"
-    shutil.copytree(demo, work, symlinks=True)
+def copy_run(demo: Path, work: Path, **training) -> Path:
+    """A copy of a completed run (mtimes and snakemake's records kept), with training settings changed. The
+    inputs (which the workflow only reads; tests add files) are hard links: cheap, the same mtimes."""
+    inputs = ("data", "late")
+    shutil.copytree(demo, work, symlinks=True, ignore=lambda d, names: inputs if Path(d) == demo else [])
+    for name in inputs:
+        shutil.copytree(demo / name, work / name, copy_function=os.link)
+    if training:
+        path = work / "config" / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["training"].update(training)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return work
+
+
+def add_late_s1_product(work: Path) -> str:
+    """Put the S1 product the demo held back into the inputs: one scene between two of its track."""
+    (product,) = (work / "late").glob("*.zip")
+    return product.rename(work / "data" / "s1" / product.name).name
+
+
+#: jobs of both models' maps when each tile's cube or the model changed: per model its tiles' inference, the
+#: mosaics and quicklooks, the area estimates; the STAC catalog of all maps
+MAPS_AGAIN = {"infer": 2 * len(TILES), "mosaic": 2, "mosaic_uncertainty": 2, "quicklook": 2,
+              "uncertainty_quicklook": 2, "areas": 2, "stac": 1}
+#: jobs of both models evaluated again (new test samples or a new model): metrics, interpretation, comparison
+EVALUATED = {"evaluate": 2, "interpret": 2, "compare": 1}
+#: a new product's inventory jobs (its table, the report of the products) and the sample profiles figure
+INVENTORY_AGAIN = {"inventory": 1, "inventory_report": 1, "profiles": 1, "all": 1}
+#: a new S1 scene between two of its track: its scene job, the coherence of the two pairs it forms with the
+#: scenes 12 days before and after (each job extracts the zips it reads: 1 + 2 + 2), its acquisition's
+#: features, and the stacks and samples of both tiles, which it covers
+NEW_S1_SCENE = {"s1_extract": 5, "s1_scene": 1, "s1_pair": 2, "s1_features": 1, "stack": len(TILES),
+                "samples_tile": len(TILES), "samples_merge": 3}
+
+
+def test_new_s2_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
+    work = copy_run(demo, tmp_path / "rerun")
     assert dry_run_jobs(work) == {}
     add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0))
-    jobs = dry_run_jobs(work)
-    assert jobs.get("s2_ingest") == 1
-    assert jobs.get("s2_layer") == 1, "the new date is one new layer; the other dates' layers are untouched"
-    assert jobs.get("stack") == 1, "only the tile the new product covers is restacked"
-    assert jobs.get("samples_tile") == 1
-    for unaffected in ("grid", "s1_scene", "s1_pair", "s1_assemble", "s1_features", "labels_clean", "partition",
-                       "labels_tile"):
-        assert unaffected not in jobs, (unaffected, jobs)
-    # the model is retrained on the new samples, so every tile is mapped again
-    assert jobs.get("train") == 2 and jobs.get("infer") == 2 * len(TILES) and jobs.get("mosaic") == 2
-    assert jobs.get("mosaic_uncertainty") == 2 and jobs.get("stac") == 1
+    # its ingest, one new layer (the other dates' layers are untouched) and the S2 selection table, the stack and
+    # samples of the one tile it covers, the merged samples; the models are retrained on the new samples, so
+    # every tile is mapped again
+    assert dry_run_jobs(work) == {"s2_ingest": 1, "s2_layer": 1, "s2_selection": 1, "stack": 1, "samples_tile": 1,
+                                  "samples_merge": 3, "train": 2, **EVALUATED, **MAPS_AGAIN, **INVENTORY_AGAIN}
+
+
+def test_new_s1_product_reruns_its_scene_its_pairs_and_the_tiles_it_covers(demo, tmp_path):
+    work = copy_run(demo, tmp_path / "rerun")
+    add_late_s1_product(work)
+    assert dry_run_jobs(work) == {**NEW_S1_SCENE, "train": 2, **EVALUATED, **MAPS_AGAIN, **INVENTORY_AGAIN}
+
+
+def test_new_imagery_with_kept_models_maps_without_retraining(demo, tmp_path):
+    work = copy_run(demo, tmp_path / "keep", on_new_imagery="keep")
+    assert dry_run_jobs(work) == {"stac": 1, "all": 1}, "the setting reruns only the catalog, which records it"
+    add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0))
+    # the same product, stack and sample jobs as with retraining; no training: the kept models map the one
+    # changed tile again (one infer job per model) and are evaluated on the updated test samples
+    maps = {**MAPS_AGAIN, "infer": 2}
+    assert dry_run_jobs(work) == {"s2_ingest": 1, "s2_layer": 1, "s2_selection": 1, "stack": 1, "samples_tile": 1,
+                                  "samples_merge": 3, **EVALUATED, **maps, **INVENTORY_AGAIN}
+
+
+def test_changed_hyper_parameter_reruns_only_that_models_training_evaluation_and_maps(demo, tmp_path):
+    for setting in ("retrain", "keep"):
+        work = copy_run(demo, tmp_path / setting, on_new_imagery=setting)
+        path = work / "config" / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["models"]["rf"]["n_estimators"] += 20
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        assert dry_run_jobs(work) == {
+            "train": 1, "evaluate": 1, "interpret": 1, "compare": 1, "infer": len(TILES), "mosaic": 1,
+            "mosaic_uncertainty": 1, "quicklook": 1, "uncertainty_quicklook": 1, "areas": 1, "stac": 1,
+            "all": 1}, setting
+
+
+def test_job_killed_mid_write_is_redone_and_no_half_output_trusted(demo, tmp_path):
+    """A run killed (SIGKILL, as by a node failure or scancel) while the stack job writes a tile's cube: the rerun
+    redoes that job, the cube and the kept model's new map of the tile are complete, and no temporary is left."""
+    import signal
+    import time
+
+    work = copy_run(demo, tmp_path / "killed", on_new_imagery="keep")
+    layer_date = datetime(2023, 8, 29, 2, 35, 51)
+    add_s2_product(work, (322000.0, 5330000.0, 324000.0, 5332000.0), layer_date)
+    tile = TILES[1]
+    cubes, target = work / "results" / "cubes", f"results/maps/rf/{tile}_class.tif"
+    model_mtime = (work / "results" / "models" / "rf").stat().st_mtime_ns
+    env = dict(os.environ, PATH=os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))))
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+                            "--cores", "2", "--workflow-profile", "none", target],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(cubes.glob(f".{tile}.zarr.*.part/out.zarr/*")):  # the stack job is writing the cube
+            assert run.poll() is None, "the run ended before the stack job wrote: " + run.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the stack job never started writing"
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # snakemake and its job at once: nothing can clean up
+        run.wait()
+    assert not (cubes / f"{tile}.zarr").exists(), "the half-written cube never takes the output's name"
+    assert list(cubes.glob(f".{tile}.zarr.*.part")), "the killed writer's temporary is left behind"
+    locked = snakemake(work, target, check=False)  # the killed run's lock stays: the user unlocks, as told
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    snakemake(work, "--unlock")
+    rerun = snakemake(work, target)
+    jobs = job_counts(rerun.stdout + rerun.stderr)
+    # the killed stack job again and the kept model's map of its tile (and the tile's samples, which the cube
+    # feeds, but no training)
+    assert jobs == {"stack": 1, "infer": 1, "samples_tile": 1, "samples_merge": 2}, jobs
+    assert not list(cubes.glob(f".{tile}.zarr.*.part")), "the rerun removed the killed writer's temporary"
+    cube = open_cube(cubes / f"{tile}.zarr")
+    assert any(name.startswith("S2B_20230829") for name in cube.attrs["products"]["s2"]), cube.attrs["products"]
+    assert (work / "results" / "models" / "rf").stat().st_mtime_ns == model_mtime, "the kept model is not retrained"
+    with rasterio.open(work / target) as src:
+        classes = src.read(1)
+    assert (classes > 0).mean() > 0.3 and set(np.unique(classes)) <= {0, *Legend.load(str(LEGEND)).ids}
+    assert job_counts(snakemake(work, target, "-n", "--quiet", "rules").stdout) == {}
 
 
 @pytest.mark.parametrize(
@@ -339,6 +457,7 @@ def test_new_product_reruns_only_its_jobs_and_dependents(demo, tmp_path):
         ("models", {"enabled": ["resnet"]}, "resnet"),
         ("areas", {"enabled": True, "boundaries": None}, "unit_field"),
         ("compare_maps", [{"a": "tempcnn"}], "'b' is a required property"),
+        ("training", {"gpus": 0, "in_memory_max_mb": 2048, "on_new_imagery": "sometimes"}, "'sometimes' is not one of"),
     ],
 )
 def test_bad_config_value_names_the_key(tmp_path, key, value, message):

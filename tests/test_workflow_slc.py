@@ -87,7 +87,7 @@ def test_native_engine_writes_the_seam_from_slc(slc_workdir):
     # both dates hold the same pixels (the copy only renames the acquisition): coherence 1
     assert np.isfinite(coh).all() and coh.min() > 0.999
     # the extracted SAFE folders were temporary: removed once their jobs were done
-    assert not list((slc_workdir / "safe").glob("*.SAFE"))
+    assert not list((slc_workdir / "safe").rglob("*.SAFE"))
 
 
 def test_snap_engine_is_wired_and_fails_clearly_without_gpt(slc_workdir):
