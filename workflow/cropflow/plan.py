@@ -287,5 +287,19 @@ def scene_path(df: pd.DataFrame, key: str, value: str) -> str:
     return str(Path(hit.iloc[0]))
 
 
+def path_index(df: pd.DataFrame, key: str) -> dict[str, str]:
+    """{id: input path} of an inventory table (``key`` the id column), for lookups per job at DAG building."""
+    if df.empty or "path" not in df.columns:  # SLC pairs have no file of their own
+        return {}
+    return {value: str(Path(path)) for value, path in zip(df[key], df["path"])}
+
+
+def indexed_path(index: dict[str, str], value: str) -> str:
+    """The input path of one inventory entry from a ``path_index``."""
+    if value not in index:
+        raise KeyError(f"{value} is not in the inventory")
+    return index[value]
+
+
 def as_days(dates: list[str]) -> np.ndarray:
     return np.array(dates, dtype="datetime64[D]")
