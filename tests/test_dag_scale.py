@@ -24,6 +24,8 @@ def test_new_scene_in_a_province_reruns_only_its_jobs(tmp_path):
     assert plan.jobs["stack"] == plan.jobs["labels_tile"] == plan.jobs["samples_tile"] == province.n_tiles == 210
     assert plan.jobs["infer"] == models * province.n_tiles
     assert plan.jobs["s1_import_scene"] == 16 and plan.jobs["s1_assemble"] == 8 and plan.jobs["s1_import_pair"] == 4
+    # the placeholder L2A products are inventoried: 2 dates x 4 MGRS tiles, one layer per date
+    assert plan.jobs["s2_ingest"] == 8 and plan.jobs["s2_layer"] == 2
     mark_done(province.workdir, plan.outputs)
     assert dry_run(province.workdir).jobs == {}
     scene, bounds = add_s1_scene(province)
