@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -310,8 +309,8 @@ def expected_rerun(n_tiles: int, touched: int, models: int) -> dict[str, int]:
 
 
 def rate(run: DryRun) -> str:
-    return (f"{run.total:6d} jobs {run.seconds:6.1f} s wall {run.cpu:6.1f} s CPU {run.rss_mib:6.0f} MiB peak RSS"
-            f"  ({1e3 * run.cpu / max(run.total, 1):.2f} CPU s per 1,000 jobs)")
+    per = f"  ({1e3 * run.cpu / run.total:.2f} CPU s per 1,000 jobs)" if run.total else ""
+    return f"{run.total:6d} jobs {run.seconds:6.1f} s wall {run.cpu:6.1f} s CPU {run.rss_mib:6.0f} MiB peak RSS{per}"
 
 
 def main() -> None:
@@ -353,8 +352,6 @@ def main() -> None:
         for rule in sorted(set(after.jobs) | set(expected)):
             print(f"  {rule:24s} {after.jobs.get(rule, 0):6d}  expected {expected.get(rule, 0):6d}")
         print("only that scene's jobs and the affected ones: " + ("yes" if after.jobs == expected else "NO"))
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
