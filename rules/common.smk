@@ -1,6 +1,7 @@
 # Parse-time logic: config validation, the plan (grid, tiles, inventory), wildcard constraints and the
 # input functions used by the rule files. Rules themselves only wire files.
 
+import functools
 import json
 import re
 import shlex
@@ -22,11 +23,13 @@ else:
 
 validate(config, schema="../config/schema.yaml")
 
-from cropflow.plan import acquisition_slices, build_plan, layer_products, pair_slices, scene_path  # noqa: E402
+from cropflow.plan import (acquisition_slices, build_plan, indexed_path, layer_products, pair_slices,  # noqa: E402
+                           path_index)
 
 MODELS = list(config["models"]["enabled"])
 
 
+@functools.cache
 def model_kind(model):
     from cropflow.models import get_spec
 
@@ -98,6 +101,11 @@ MAP_COMPARISONS = map_comparisons()
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
 SPLITS = ["train", "val", "test"]
+# Inventory lookups by id, built once: a pandas filter per job costs milliseconds, seconds per 1,000 jobs.
+S1_SCENE_PATHS = path_index(PLAN.s1_scenes, "scene")
+S1_PAIR_PATHS = path_index(PLAN.s1_pairs, "pair")
+S2_PATHS = path_index(PLAN.s2_scenes, "scene")
+S2_ROWS = {row["scene"]: row for row in PLAN.s2_scenes.to_dict("records")}
 
 
 wildcard_constraints:
@@ -122,7 +130,7 @@ def s1_engine_input(scene, consumer):
     deleted once the job is done. Not shared between jobs: a new scene's pairs then extract their neighbours
     again without rerunning the neighbours' scene and other pair jobs (a shared temporary would rerun the
     whole track)."""
-    path = scene_path(PLAN.s1_scenes, "scene", scene)
+    path = indexed_path(S1_SCENE_PATHS, scene)
     if config["s1"]["engine"] == "native" and path.endswith(".zip"):
         return f"{config['s1']['native']['workdir']}/{consumer}/{scene}.SAFE"
     return path
@@ -133,11 +141,11 @@ def get_s1_scene_input(wildcards):
 
 
 def get_s1_zip(wildcards):
-    return scene_path(PLAN.s1_scenes, "scene", wildcards.scene)
+    return indexed_path(S1_SCENE_PATHS, wildcards.scene)
 
 
 def get_s1_pair_input(wildcards):
-    return scene_path(PLAN.s1_pairs, "pair", wildcards.pair)
+    return indexed_path(S1_PAIR_PATHS, wildcards.pair)
 
 
 def get_s1_pair_products(wildcards):
@@ -161,17 +169,17 @@ def get_acq_c2(wildcards):
 
 
 def s2_row(scene):
-    hit = PLAN.s2_scenes.loc[PLAN.s2_scenes["scene"] == scene]
-    if hit.empty:
+    """The S2 inventory row (a dict) of one product."""
+    if scene not in S2_ROWS:
         raise KeyError(f"{scene} is not in the S2 inventory")
-    return hit.iloc[0]
+    return S2_ROWS[scene]
 
 
 def get_s2_input(wildcards):
     """What the ingest reads: an L2A product itself, or for an L1C the folder rule sen2cor made of it."""
     if s2_row(wildcards.scene).get("level", "L2A") == "L1C":
         return f"results/s2/l2a/{wildcards.scene}"
-    return scene_path(PLAN.s2_scenes, "scene", wildcards.scene)
+    return indexed_path(S2_PATHS, wildcards.scene)
 
 
 def get_l1c_input(wildcards):
@@ -235,11 +243,13 @@ def get_s2_layer_products(wildcards):
 
 def get_stack_inputs(wildcards):
     used = PLAN.tile_inputs[wildcards.tile]
+    # f-strings rather than expand(): this runs once per tile, thousands of times for a province
     return {
-        "s1": expand("results/s1/features/{acq}.tif", acq=used["s1"]),
-        "coh": expand("results/s1/pairs/{pair}_coh.tif", pair=used["coh"]) if config["s1"]["coherence"] else [],
-        "s2": expand("results/s2/layers/{layer}.tif", layer=used["s2"]),
-        "s2_meta": expand("results/s2/layers/{layer}.json", layer=used["s2"]),
+        "s1": [f"results/s1/features/{acq}.tif" for acq in used["s1"]],
+        "coh": [f"results/s1/pairs/{pair}_coh.tif" for pair in used["coh"]] if config["s1"]["coherence"] else [],
+        # each layer's sidecar (.json, read next to its .tif) is made by the same job: listing it too would only
+        # add an input per layer and tile to the DAG (bench/dag_scale.py)
+        "s2": [f"results/s2/layers/{layer}.tif" for layer in used["s2"]],
         "grid": "results/grid/grid.json",
     }
 

@@ -20,10 +20,12 @@ from cropflow.inventory import (
     S1_SCENE_COLUMNS,
     S2_COLUMNS,
     expected_pairs,
+    footprints_in_crs,
     in_season,
     scan_s1_seam,
     scan_s2,
     scenes_for_tile,
+    scenes_for_tiles,
     write_inventory,
 )
 from cropflow.raster import write_raster
@@ -353,3 +355,31 @@ def test_product_exactly_on_a_tile_feeds_only_that_tile():
     for neighbour in ((330000.0, 5330000.0, 340000.0, 5340000.0), (330000.0, 5340000.0, 340000.0, 5350000.0),
                       (310000.0, 5330000.0, 320000.0, 5340000.0)):
         assert scenes_for_tile(df, shapely.box(*neighbour), "EPSG:32652", 100.0) == []
+
+
+def test_scenes_for_tiles_equals_a_per_tile_intersection():
+    """The STRtree pass gives every tile the footprints a brute-force intersection gives it: tiles inside a
+    footprint, on its edge, touching it only along an edge (not counted) and outside it."""
+    import numpy as np
+    import pyproj
+
+    to_4326 = pyproj.Transformer.from_crs("EPSG:32652", "EPSG:4326", always_xy=True)
+    rng = np.random.default_rng(3)
+    boxes = []
+    for _ in range(12):
+        x0, y0 = rng.uniform(300000, 360000), rng.uniform(5300000, 5360000)
+        boxes.append(shapely.box(x0, y0, x0 + rng.uniform(5000, 40000), y0 + rng.uniform(5000, 40000)))
+    boxes.append(shapely.box(320000, 5320000, 330000, 5330000))  # exactly one tile: its neighbours only touch
+    wkts = [shapely.to_wkt(shapely.transform(b.segmentize(500.0), lambda xy: np.column_stack(
+        to_4326.transform(xy[:, 0], xy[:, 1])))) for b in boxes]
+    df = pd.DataFrame({"scene": [f"s{i:02d}" for i in range(len(boxes))], "footprint": wkts})
+    tiles = [shapely.box(x, y, x + 10000, y + 10000)
+             for x in range(290000, 410000, 10000) for y in range(5290000, 5410000, 10000)]
+    got = scenes_for_tiles(df, tiles, "EPSG:32652", 100.0)
+    projected = footprints_in_crs(df["footprint"], "EPSG:32652")
+    for tile, ids in zip(tiles, got):
+        expected = sorted(df.loc[shapely.area(shapely.intersection(projected, tile)) >= 100.0, "scene"])
+        assert ids == expected
+    assert sum(len(ids) for ids in got) > len(boxes), "footprints span several tiles"
+    assert got[tiles.index(shapely.box(320000, 5320000, 330000, 5330000))].count("s12") == 1
+    assert "s12" not in got[tiles.index(shapely.box(330000, 5320000, 340000, 5330000))]

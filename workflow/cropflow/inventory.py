@@ -316,10 +316,10 @@ def choose_level(df: pd.DataFrame, prefer: str = "l2a", clouds_need_l1c: bool = 
     acq = _acquisition_key(df)
     keep = pd.Series(True, index=df.index)
     dropped = []
-    for _, idx in df.groupby(acq).groups.items():
+    # only acquisitions with both levels need a choice (a per-group loop over all of them costs seconds)
+    both = df.groupby(acq)["level"].transform("nunique").to_numpy() > 1
+    for _, idx in df[both].groupby(acq[both]).groups.items():
         rows = df.loc[idx]
-        if rows["level"].nunique() < 2:
-            continue
         l1c, l2a = rows[rows["level"] == "L1C"].iloc[0], rows[rows["level"] == "L2A"].iloc[0]
         if prefer == "l2a":
             keep[l1c.name] = False
@@ -571,11 +571,33 @@ def in_season(df: pd.DataFrame, start_mmdd: str, end_mmdd: str, columns: Sequenc
 def scenes_for_tile(df: pd.DataFrame, tile: shapely.Geometry, crs: str, min_area: float) -> list[str]:
     """Ids (``scene`` or ``pair`` column) whose footprint overlaps ``tile`` (a polygon in ``crs``) by at least
     ``min_area`` (one pixel, in the workflow): products whose outline only touches the tile do not count."""
+    return scenes_for_tiles(df, [tile], crs, min_area)[0]
+
+
+def scenes_for_tiles(df: pd.DataFrame, tiles: Sequence[shapely.Geometry], crs: str, min_area: float
+                     ) -> list[list[str]]:
+    """``scenes_for_tile`` of every tile of ``tiles`` at once (sorted ids per tile, in the tiles' order).
+
+    The footprints are reprojected once and indexed in an STRtree, so the cost grows with the number of
+    (tile, footprint) pairs whose boxes meet, not with tiles x footprints: the plan of a province (thousands
+    of tiles, hundreds of products) takes a fraction of a second instead of minutes."""
     key = "scene" if "scene" in df.columns else "pair"
-    if df.empty:
-        return []
-    overlap = shapely.area(shapely.intersection(footprints_in_crs(df["footprint"], crs), tile))
-    return sorted(df.loc[overlap >= min_area, key])
+    out: list[list[str]] = [[] for _ in tiles]
+    if df.empty or len(tiles) == 0:
+        return out
+    footprints = footprints_in_crs(df["footprint"], crs)
+    tile_geoms = np.asarray(tiles, dtype=object)
+    tile_idx, fp_idx = shapely.STRtree(footprints).query(tile_geoms, predicate="intersects")
+    # a tile inside a footprint overlaps it by its whole area; only tiles on a footprint's edge are intersected
+    shapely.prepare(footprints)
+    inside = shapely.contains_properly(footprints[fp_idx], tile_geoms[tile_idx])
+    overlap = shapely.area(tile_geoms[tile_idx])
+    edge = ~inside
+    overlap[edge] = shapely.area(shapely.intersection(tile_geoms[tile_idx[edge]], footprints[fp_idx[edge]]))
+    ids = df[key].to_numpy(dtype=object)
+    for t, f in zip(tile_idx[overlap >= min_area], fp_idx[overlap >= min_area]):
+        out[t].append(ids[f])
+    return [sorted(v) for v in out]
 
 
 def write_inventory(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -76,8 +76,13 @@ def overlaps_aoi(footprints: Sequence[str], aoi: gpd.GeoDataFrame, crs: str, min
     if len(footprints) == 0:
         return np.zeros(0, bool)
     area = aoi.to_crs(crs).union_all()
-    dense = [shapely.to_wkt(shapely.segmentize(shapely.from_wkt(f), 0.01)) for f in footprints]
-    return shapely.area(shapely.intersection(inventory.footprints_in_crs(dense, crs), area)) >= min_area
+    dense = shapely.to_wkt(shapely.segmentize(shapely.from_wkt(np.asarray(footprints, dtype=object)), 0.01))
+    projected = inventory.footprints_in_crs(dense, crs)
+    shapely.prepare(area)
+    inside = shapely.contains_properly(area, projected)  # no intersection needed for footprints inside the AOI
+    overlap = shapely.area(projected)
+    overlap[~inside] = shapely.area(shapely.intersection(projected[~inside], area))
+    return overlap >= min_area
 
 
 @dataclass
@@ -220,12 +225,14 @@ def build_plan(config: dict) -> Plan:
     inv = inventories(config, aoi, tiles, grid.crs, grid.resolution)
     plan = Plan(grid, tiles, inv.s1_scenes, inv.s1_pairs, inv.s2.products, s1_skipped=inv.s1.skipped,
                 s2_layers=inv.s2.layers, s1_acquisitions=inv.s1_acquisitions, skipped=inv.skipped)
-    for tile, geometry in zip(tiles["tile_id"], tiles.geometry):
-        plan.tile_inputs[tile] = {
-            source: inventory.scenes_for_tile(df, geometry, grid.crs, grid.resolution**2)
-            for source, df in (("s1", inv.s1_acquisitions.rename(columns={"acq": "scene"})), ("coh", inv.s1_pairs),
-                               ("s2", inv.s2.layers.rename(columns={"layer": "scene"})))
-        }
+    geometries = list(tiles.geometry)
+    per_source = {
+        source: inventory.scenes_for_tiles(df, geometries, grid.crs, grid.resolution**2)
+        for source, df in (("s1", inv.s1_acquisitions.rename(columns={"acq": "scene"})), ("coh", inv.s1_pairs),
+                           ("s2", inv.s2.layers.rename(columns={"layer": "scene"})))
+    }
+    for i, tile in enumerate(tiles["tile_id"]):
+        plan.tile_inputs[tile] = {source: ids[i] for source, ids in per_source.items()}
     plan.target_dates = target_dates(config, plan)
     return plan
 
@@ -278,6 +285,20 @@ def scene_path(df: pd.DataFrame, key: str, value: str) -> str:
     if hit.empty:
         raise KeyError(f"{value} is not in the inventory")
     return str(Path(hit.iloc[0]))
+
+
+def path_index(df: pd.DataFrame, key: str) -> dict[str, str]:
+    """{id: input path} of an inventory table (``key`` the id column), for lookups per job at DAG building."""
+    if df.empty or "path" not in df.columns:  # SLC pairs have no file of their own
+        return {}
+    return {value: str(Path(path)) for value, path in zip(df[key], df["path"])}
+
+
+def indexed_path(index: dict[str, str], value: str) -> str:
+    """The input path of one inventory entry from a ``path_index``."""
+    if value not in index:
+        raise KeyError(f"{value} is not in the inventory")
+    return index[value]
 
 
 def as_days(dates: list[str]) -> np.ndarray:

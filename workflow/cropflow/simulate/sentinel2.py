@@ -423,3 +423,32 @@ def write_l1c(folder: str | os.PathLike, *, grid10: ProjectGrid, toa: Mapping[st
             _write_jp2(safe / rel, dn_from_reflectance(bands[band]), grid10.crs, transform)
 
     return _write_safe_or_zip(Path(folder), name, write_safe, zip)
+
+
+def write_l2a_placeholder(folder: str | os.PathLike, *, crs: str, bounds: tuple[float, float, float, float],
+                          bands: Sequence[str] = ("B04", "B8A", "B11"), **identity: Unpack[S2Identity]) -> Path:
+    """Write an L2A product for dry runs at scale: real name, layout and MTD_MSIL2A.xml, empty band files.
+
+    What the inventory reads at parse time is real: the name, the metadata (its checksum, platform, orbit,
+    baseline) and the outline, taken from the SCL raster, which is written as a 2 x 2 pixel JPEG 2000 spanning
+    ``bounds`` (in ``crs``). The reflectance band files of ``bands`` exist but are empty (0 bytes), so an
+    ingest job on this product fails: use it with ``snakemake -n`` only (bench/dag_scale.py)."""
+    take = _Take.resolve("L2A", identity)
+    granule, prefix = take.granule, take.file_prefix
+    files = [f"GRANULE/{granule}/IMG_DATA/R{NATIVE_RESOLUTION[normalise_band(b)]}m/{prefix}_{normalise_band(b)}_"
+             f"{NATIVE_RESOLUTION[normalise_band(b)]}m.jp2" for b in bands]
+    scl_rel = f"GRANULE/{granule}/IMG_DATA/R20m/{prefix}_SCL_20m.jp2"
+    scl = np.full((2, 2), 4, np.uint8)
+    mtd = _product_xml(take, [*files, scl_rel], scl)
+    left, bottom, right, top = bounds
+    transform = Affine((right - left) / 2, 0.0, left, 0.0, -(top - bottom) / 2, top)
+
+    def write_safe(safe: Path) -> None:
+        (safe / f"GRANULE/{granule}/QI_DATA").mkdir(parents=True)
+        (safe / "MTD_MSIL2A.xml").write_bytes(mtd)
+        for rel in files:
+            (safe / rel).parent.mkdir(parents=True, exist_ok=True)
+            (safe / rel).touch()
+        _write_jp2(safe / scl_rel, scl, crs, transform)
+
+    return _write_safe_or_zip(Path(folder), take.name, write_safe, zip=False)
