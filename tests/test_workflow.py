@@ -179,24 +179,36 @@ def test_report_builds(demo):
     assert "split_report" in html and "profiles.png" in html
 
 
-def setup_small_run(workdir: Path) -> None:
-    """Config and simulated inputs of a small run: one 2 km tile, S1 seam products of one track (3 dates), 2 S2
-    dates, the random forest only, no area estimates (about 25 jobs, so that a test can afford the run twice)."""
+def small_config(workdir: Path, s2_dates: int, season_end: str) -> dict:
+    """The config of a small run in ``workdir``: one 2 km tile (its AOI written), preprocessed S1 seam products of
+    one track, ``s2_dates`` S2 dates, a season from 6 May to ``season_end``."""
     bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
     gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(workdir / "aoi.geojson")
     config = write_config(workdir)
     config["s1"]["engine"] = "preprocessed"
-    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 2, "s2_margin": 300})
-    config["season"] = {"start": "05-06", "end": "06-20"}
-    config["s1"]["features"] = ["vv_db", "vh_db", "cross_ratio"]
-    config["models"]["enabled"] = ["rf"]
-    config["interpret"]["enabled"] = False
-    config["areas"]["enabled"] = False
+    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": s2_dates, "s2_margin": 300})
+    config["season"] = {"start": "05-06", "end": season_end}
+    return config
+
+
+def simulate_with(workdir: Path, config: dict) -> None:
+    """Write ``config`` as the run's config/config.yaml and simulate its inputs into ``workdir``/data."""
     with open(workdir / "config" / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
     subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
                    check=True, cwd=workdir, env=env, capture_output=True)
+
+
+def setup_small_run(workdir: Path) -> None:
+    """Config and simulated inputs of a small run: one 2 km tile, S1 seam products of one track (3 dates), 2 S2
+    dates, the random forest only, no area estimates (about 25 jobs, so that a test can afford the run twice)."""
+    config = small_config(workdir, 2, "06-20")
+    config["s1"]["features"] = ["vv_db", "vh_db", "cross_ratio"]
+    config["models"]["enabled"] = ["rf"]
+    config["interpret"]["enabled"] = False
+    config["areas"]["enabled"] = False
+    simulate_with(workdir, config)
 
 
 def test_archive_reruns_to_the_same_split_weights_and_metrics(tmp_path):
@@ -600,18 +612,9 @@ def test_l1c_inputs_run_through_a_fake_sen2cor(tmp_path):
 
 def test_s2cloudless_without_l1c_stops_naming_products_and_key(tmp_path):
     """s2cloudless needs the L1C TOA bands: with L2A-only inputs the run stops at DAG building, no job runs."""
-    bounds = (320000.0, 5330000.0, 322000.0, 5332000.0)
-    gpd.GeoDataFrame(geometry=[shapely.box(*bounds)], crs="EPSG:32652").to_file(tmp_path / "aoi.geojson")
-    config = write_config(tmp_path)
-    config["s1"]["engine"] = "preprocessed"
-    config["simulate"].update({"s1_format": "seam", "s1_orbits": [32], "s2_dates": 1, "s2_margin": 300})
-    config["season"] = {"start": "05-06", "end": "05-20"}
+    config = small_config(tmp_path, 1, "05-20")
     config["s2"]["clouds"]["method"] = "s2cloudless"
-    with open(tmp_path / "config" / "config.yaml", "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
-    subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
-                   check=True, cwd=tmp_path, env=env, capture_output=True)
+    simulate_with(tmp_path, config)
     (l2a,) = [p.name.removesuffix(".SAFE") for p in (tmp_path / "data" / "s2").iterdir()]
     proc = snakemake(tmp_path, "-n", check=False)
     out = proc.stdout + proc.stderr

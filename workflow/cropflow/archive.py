@@ -345,21 +345,23 @@ def engine_versions(config: Mapping, s2_levels: Sequence[str]) -> dict:
     if engine != "snap":
         snap["version"] = f"not used: s1.engine is {engine}"
     else:
-        try:
-            gpt = find_gpt(_lookup(config, "s1.snap.gpt") or None)
-            snap |= {"gpt": str(gpt), "version": snap_version(gpt)}
-        except (FileNotFoundError, RuntimeError) as err:
-            snap["version"] = f"not installed: {err}"
+        snap |= _installed("gpt", lambda: find_gpt(_lookup(config, "s1.snap.gpt") or None), snap_version)
     sen2cor: dict = {"level1c_products": int(sum(level == "L1C" for level in s2_levels))}
     if not sen2cor["level1c_products"]:
         sen2cor["version"] = "not used: no Level-1C product in the inventory"
     else:
-        try:
-            exe = find_l2a_process(_lookup(config, "s2.sen2cor.l2a_process") or None)
-            sen2cor |= {"l2a_process": str(exe), "version": sen2cor_version(exe)}
-        except (FileNotFoundError, RuntimeError) as err:
-            sen2cor["version"] = f"not installed: {err}"
+        configured = _lookup(config, "s2.sen2cor.l2a_process") or None
+        sen2cor |= _installed("l2a_process", lambda: find_l2a_process(configured), sen2cor_version)
     return {"snap": snap, "sen2cor": sen2cor}
+
+
+def _installed(key: str, find, version) -> dict:
+    """{key: executable, "version": its version} of an external program, or {"version": "not installed: why"}."""
+    try:
+        exe = find()
+        return {key: str(exe), "version": version(exe)}
+    except (FileNotFoundError, RuntimeError) as err:
+        return {"version": f"not installed: {err}"}
 
 
 def software_versions(config: Mapping, s2_levels: Sequence[str]) -> dict:
