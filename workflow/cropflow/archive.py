@@ -44,6 +44,7 @@ import pandas as pd
 import yaml
 
 from cropflow.atomic import atomic_path
+from cropflow.checksum import files_under, sha256_file, sha256_tree
 
 logger = logging.getLogger(__name__)
 
@@ -71,36 +72,6 @@ _FORMATS = {".py": "text/x-python", ".smk": "text/x-python", ".yaml": "applicati
 
 # ------------------------------------------------------------------------------------------------ hashing
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _files_under(folder: Path) -> list[Path]:
-    """Every file below ``folder`` (symlinks followed), sorted by relative POSIX path."""
-    out = [Path(root) / name for root, _, names in os.walk(folder, followlinks=True) for name in names]
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def sha256_tree(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder (a SAFE product, a model bundle): the sha256 of the lines
-    ``<sha256 of file>  <relative POSIX path>\\n`` of its files in path order, so the same tree hashes the
-    same wherever it lies and whatever order the file system lists it in."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} not found")
-    h = hashlib.sha256()
-    for f in _files_under(path):
-        h.update(f"{sha256_file(f)}  {f.relative_to(path).as_posix()}\n".encode())
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------ code
 
 def _git(code_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -123,7 +94,7 @@ def snapshot_code(code_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     dest.mkdir(parents=True)
     if not shutil.which("git") or not is_git_checkout(code_dir):
         logger.warning("%s is not a git checkout: archiving its files without a commit id", code_dir)
-        for f in _files_under(code_dir):
+        for f in files_under(code_dir):
             rel = f.relative_to(code_dir)
             if not _NOT_CODE.intersection(rel.parts) and not f.name.endswith(".pyc"):
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +178,7 @@ def input_records(entries: Iterable[tuple[str, str]], workdir: str | os.PathLike
         if not full.exists():
             raise FileNotFoundError(f"input {path} ({role}) not found: the archive records the sha256 of every "
                                     "input, so restore it or rerun the workflow without it")
-        files = [full] if full.is_file() else _files_under(full)
+        files = [full] if full.is_file() else files_under(full)
         rows.append({"role": role, "path": path, "kind": "file" if full.is_file() else "folder",
                      "bytes": sum(f.stat().st_size for f in files), "sha256": sha256_tree(full)})
         logger.info("sha256 of input %s (%s)", path, role)
@@ -378,7 +349,7 @@ def software_versions(config: Mapping, s2_levels: Sequence[str]) -> dict:
 def write_manifest(root: str | os.PathLike) -> Path:
     """Write ``manifest-sha256.txt``: ``<sha256>  <path>`` of every other file below ``root``, by path."""
     root = Path(root)
-    lines = [f"{sha256_file(f)}  {f.relative_to(root).as_posix()}\n" for f in _files_under(root)
+    lines = [f"{sha256_file(f)}  {f.relative_to(root).as_posix()}\n" for f in files_under(root)
              if f.relative_to(root).as_posix() != MANIFEST]
     (root / MANIFEST).write_text("".join(lines))
     return root / MANIFEST
@@ -418,7 +389,7 @@ def verify_tree(root: str | os.PathLike) -> Verification:
         if not sep or len(digest) != 64:
             raise ValueError(f"{manifest} line {n} is not '<sha256>  <path>': {line!r}")
         expected[rel] = digest
-    present = {f.relative_to(root).as_posix(): f for f in _files_under(root)}
+    present = {f.relative_to(root).as_posix(): f for f in files_under(root)}
     present.pop(MANIFEST)
     caches = [rel for rel in present if CACHE_DIR in rel.split("/") and rel not in expected]
     for rel in caches:
@@ -515,7 +486,7 @@ def describe_crate(root: Path, *, name: str, description: str, license_id: str, 
                                               "description": "Snakemake workflow of the run (code/ holds the "
                                                              "workflow at this commit)"})
     results = []
-    for f in _files_under(root):
+    for f in files_under(root):
         rel = f.relative_to(root).as_posix()
         if rel in (MANIFEST, "ro-crate-metadata.json", "code/Snakefile"):
             continue

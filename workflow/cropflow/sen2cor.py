@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import rasterio
 import rasterio.errors
 
 from cropflow.atomic import atomic_path
+from cropflow.checksum import sha256_file
 from cropflow.s2 import (L1CProduct, L2AProduct, local_name, normalise_band, open_l2a, parse_product_name,
                          validate_l1c)
 
@@ -257,14 +257,6 @@ def validate_l2a(safe: str | os.PathLike, l1c: L1CProduct, bands: Sequence[str],
 # ----------------------------------------------------------------------------------------------------- the job
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _l1c_safe(l1c_path: Path, input_dir: Path) -> Path:
     """The L1C as an unzipped .SAFE folder: the folder itself, or a zip extracted into ``input_dir``."""
     if l1c_path.is_dir():
@@ -379,7 +371,7 @@ def run_sen2cor(l1c_path: str | os.PathLike, out_dir: str | os.PathLike, options
             "baseline": summary["baseline"], "sen2cor_version": version, "executable": str(exe),
             "command": [*cmd[:1], f"{l1c.name}.SAFE", *cmd[2:]],
             "resolution": options.resolution, "gipp": str(gipp) if gipp else "default",
-            "gipp_sha256": _sha256(used_gipp) if used_gipp is not None else None,
+            "gipp_sha256": sha256_file(used_gipp) if used_gipp is not None else None,
             "seconds": round(time.monotonic() - started, 1), "host": socket.gethostname(),
         }
         (target / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
