@@ -234,9 +234,11 @@ class Clock:
         return trained
 
     def read_ahead(self, read, items):
-        """inference.read_ahead whose waits for the next window count as "wait" (the reads themselves, in the
-        background thread, count as "read")."""
-        windows = self._read_ahead(read, items)
+        """inference.read_ahead (called at once: it starts the first read) whose waits for the next window count
+        as "wait" (the reads themselves, in the background thread, count as "read")."""
+        return self._waits(self._read_ahead(read, items))
+
+    def _waits(self, windows):
         while True:
             t = time.perf_counter()
             try:

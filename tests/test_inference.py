@@ -378,7 +378,13 @@ def test_read_ahead_reads_the_next_window_while_the_current_one_is_used():
         return i * 10
 
     seen = []
-    for item, value in read_ahead(read, [0, 1, 2]):
+    reads = read_ahead(read, [0, 1, 2])
+    for _ in range(500):  # window 0 is read before the iteration starts (the caller loads its model meanwhile)
+        if started.get(0):
+            break
+        threading.Event().wait(0.01)
+    assert started == {0: True}
+    for item, value in reads:
         if item == 0:
             for _ in range(500):  # window 1 is being read while window 0 is in use
                 if started.get(1):

@@ -17,7 +17,7 @@ from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, wri
 
 from cropflow.cube import cube_inputs, open_cube
 from cropflow.grid import make_tiles, neighbour_tiles, tile_grid
-from cropflow.halo import column_pieces, patch_gaps, place, read_block, samples_at
+from cropflow.halo import column_pieces, copy_pixel_major, patch_gaps, place, read_block, samples_at
 from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
@@ -220,6 +220,20 @@ def test_column_pieces_follow_the_chunk_columns():
     assert column_pieces(3, 12, 5) == [(3, 5), (5, 10), (10, 12)]
     assert column_pieces(5, 10, 5) == [(5, 10)]
     assert column_pieces(2, 4, 256) == [(2, 4)]
+
+
+@pytest.mark.parametrize("pixels", [1, 7, 4096])
+def test_pixel_major_copy_equals_the_transposed_part(pixels):
+    """Row runs of any length (one row, a run that splits the part unevenly, the whole part) copy every value
+    into a strided target: a column range of a wider block, NaN included."""
+    part = np.random.default_rng(3).random((4, 3, 10, 6), dtype=np.float32)
+    part[1, 2, 4, 5] = np.nan
+    block = np.full((10, 9, 4, 3), -1.0, np.float32)
+    copy_pixel_major(part, block[:, 2:8], pixels)
+    np.testing.assert_array_equal(block[:, 2:8], part.transpose(2, 3, 0, 1))
+    assert (block[:, :2] == -1).all() and (block[:, 8:] == -1).all()
+    with pytest.raises(ValueError, match="does not fit"):
+        copy_pixel_major(part, block[:, 1:8], pixels)
 
 
 def test_blocks_read_chunk_column_by_chunk_column_equal_the_cube(tiles, tmp_path):

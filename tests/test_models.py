@@ -316,3 +316,27 @@ def test_precise_batch_norm_sets_moving_statistics_to_the_data():
     np.testing.assert_allclose(bn.moving_mean.numpy(), x.mean(axis=(0, 1)), rtol=1e-3)
     np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1)), rtol=0.05)
     assert bn.momentum == 0.99
+
+
+@pytest.mark.parametrize("name", ["tempcnn", "transformer", "tcn", "convstar"])
+def test_inference_pass_equals_the_keras_model_for_several_inputs(name):
+    """The frozen inference pass (XLA for tcn) feeds each input to its own keras.Input: with three inputs of
+    different shapes whose sorted order differs from the built order, it returns the model's own probabilities,
+    batch by batch and for a short last batch."""
+    from cropflow.models import TrainedModel
+    from cropflow.normalisation import MinMax
+
+    patch = MODELS[name].kind == "patch"
+    inputs = {"s2": (4, 3), "s1": (6, 5), "coh": (5, 2)}
+    shapes = {k: ((5, 5, *v) if patch else v) for k, v in inputs.items()}
+    model = build(name, shapes, 3, {}, seed=0)
+    meta = {"name": name, "family": "keras", "kind": MODELS[name].kind, "class_ids": CLASS_IDS,
+            "inputs": {k: {"bands": [f"b{i}" for i in range(c)], "times": [f"2023-06-{d + 1:02d}" for d in range(t)]}
+                       for k, (t, c) in inputs.items()}, "shapes": shapes}
+    norm = {k: MinMax(tuple(f"b{i}" for i in range(c)), np.zeros(c), np.ones(c)) for k, (_, c) in inputs.items()}
+    trained = TrainedModel(model, meta, norm)
+    rng = np.random.default_rng(1)
+    x = {k: rng.random((37, *s), dtype=np.float32) for k, s in shapes.items()}
+    expected = np.asarray(model(x, training=False))
+    got = trained.predict_proba_normalised(x, batch_size=16)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

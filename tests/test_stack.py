@@ -4,6 +4,7 @@ import json
 import logging
 
 import numpy as np
+import zarr
 import pytest
 
 from cropflow.cube import cube_grid, cube_inputs, open_cube
@@ -161,6 +162,14 @@ def test_chronological_cube_layout(chrono):
     np.testing.assert_array_equal(da["y"].values, y)
     assert ds["fill_fraction_features"].dims == ("time", "band")
     assert ds.attrs["tile"] == "E0320000N5349920" and ds.attrs["mode"] == "chronological"
+
+
+def test_features_are_stored_with_shuffled_lz4(chrono):
+    """The feature array is compressed with Blosc LZ4 after a byte shuffle (cheap to decode at inference)."""
+    codecs = zarr.open_array(chrono / "features", mode="r").metadata.codecs
+    blosc = [c for c in codecs if isinstance(c, zarr.codecs.BloscCodec)]
+    assert len(blosc) == 1 and str(getattr(blosc[0].cname, "value", blosc[0].cname)) == "lz4"
+    assert str(getattr(blosc[0].shuffle, "value", blosc[0].shuffle)) == "shuffle"
 
 
 def test_values_on_observation_days_and_interpolated_between(chrono):

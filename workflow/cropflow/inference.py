@@ -110,18 +110,23 @@ def valid_pixels(x: Mapping[str, np.ndarray]) -> np.ndarray:
 def read_ahead(read: Callable[[_In], _Out], items: Iterable[_In]) -> Iterator[tuple[_In, _Out]]:
     """(item, read(item)) for each item, the next item's ``read`` running in a background thread while the
     caller works on the current one (zarr decoding and numpy copies release the GIL), so at most two results
-    exist at a time. An exception of ``read`` is raised when its item is reached."""
+    exist at a time. The first item's read starts at once, before the iteration does, so a caller can do its
+    own set-up (loading a model) meanwhile. An exception of ``read`` is raised when its item is reached."""
     items = list(items)
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
-        pending = pool.submit(read, items[0])
-        for i, item in enumerate(items):
-            result = pending.result()
-            if i + 1 < len(items):
-                pending = pool.submit(read, items[i + 1])
-            yield item, result
-            del result
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+    first = pool.submit(read, items[0]) if items else None
+
+    def results() -> Iterator[tuple[_In, _Out]]:
+        with pool:
+            pending = first
+            for i, item in enumerate(items):
+                result = pending.result()
+                if i + 1 < len(items):
+                    pending = pool.submit(read, items[i + 1])
+                yield item, result
+                del result
+
+    return results()
 
 
 def proba_to_uint8(proba: np.ndarray) -> np.ndarray:
@@ -187,12 +192,14 @@ def check_cube_for_model(
                         len(cube_meta[name]["times"]), model_dir, diff[:5])
 
 
-def patch_halo(model, model_dir: str | os.PathLike) -> int:
-    """The halo (h // 2) a model needs around a pixel: 0 for pixel models, from the (h, w, T, C) training shape
-    for patch models; ValueError for a patch that is not square with odd sides."""
-    if model.kind != "patch":
+def patch_halo(meta: Mapping, model_dir: str | os.PathLike) -> int:
+    """The halo (h // 2) the model of bundle metadata ``meta`` needs around a pixel: 0 for pixel models, from
+    the (h, w, T, C) training shape for patch models; ValueError for a patch that is not square with odd sides."""
+    from cropflow.models import bundle_input_shapes
+
+    if meta.get("kind", "pixel") != "patch":
         return 0
-    sizes = {tuple(shape[:2]) for shape in model.input_shapes.values()}
+    sizes = {tuple(shape[:2]) for shape in bundle_input_shapes(meta).values()}
     if len(sizes) != 1:
         raise ValueError(f"model {model_dir}: inputs with different patch sizes {sorted(sizes)}; retrain the model")
     (h, w), = sizes
@@ -275,16 +282,12 @@ def infer_tile(
     meta = read_model_meta(model_dir)
     inputs, tile_grid, ds = _open_inputs(cube_path, meta, model_dir)
 
-    model = load_trained(model_dir)
-    if threads > 0 and hasattr(model.model, "n_jobs"):
-        model.model.n_jobs = threads  # as trained it may ask for every core of the node
-    limit_threads(threads)  # the OpenMP/BLAS pools of the libraries loaded so far
-    class_ids = [int(c) for c in model.class_ids]
+    class_ids = [int(c) for c in meta["class_ids"]]
     unknown = [c for c in class_ids if c not in legend.ids]
     if unknown:
         raise ValueError(f"model {model_dir} predicts class ids {unknown} that are not in the legend: "
                          "use the legend the model was trained with")
-    halo = patch_halo(model, model_dir)
+    halo = patch_halo(meta, model_dir)
     others = [_open_inputs(p, meta, model_dir) for p in neighbours] if halo else []
     if neighbours and not halo:
         log.info("model %s is a pixel model: the %d neighbour cubes are not read", model_dir, len(neighbours))
@@ -292,6 +295,20 @@ def infer_tile(
     cubes = [place(cube_path, inputs, tile_grid, grid),
              *(place(p, i, g, grid) for p, (i, g, _) in zip(neighbours, others))]
     tile = cubes[0]
+
+    def read_window(win) -> dict[str, np.ndarray]:
+        r0 = tile.row + win.row_off
+        return {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
+                                 (tile.col - halo, tile.col + tile.width + halo), grid.shape)
+                for name in inputs}
+
+    windows = row_windows(tile_grid, window_rows)
+    reads = read_ahead(read_window, windows)  # the first window is read while the model loads
+
+    model = load_trained(model_dir)
+    if threads > 0 and hasattr(model.model, "n_jobs"):
+        model.model.n_jobs = threads  # as trained it may ask for every core of the node
+    limit_threads(threads)  # the OpenMP/BLAS pools of the libraries loaded so far
 
     names = [legend.classes[legend.index_of(c)].name for c in class_ids]
     tile_id = ds.attrs.get("tile", Path(cube_path).stem)
@@ -301,7 +318,6 @@ def infer_tile(
         tags["PATCH_SIZE"] = 2 * halo + 1
         tags["HALO_TILES"] = ",".join(str(ds_.attrs.get("tile", Path(p).stem))
                                       for p, (_, _, ds_) in zip(neighbours, others))
-    windows = row_windows(tile_grid, window_rows)
     with contextlib.ExitStack() as stack:
         cls_w = stack.enter_context(cog_writer(out_class, tile_grid, count=1, dtype="uint8", nodata=legend.nodata,
                                                tags=tags, colormap=legend.colormap(), resampling="MODE",
@@ -315,14 +331,8 @@ def infer_tile(
             proba_w = stack.enter_context(cog_writer(out_proba, tile_grid, count=len(class_ids), dtype="uint8",
                                                      nodata=None, band_names=names, tags=tags,
                                                      resampling="AVERAGE"))
-        def read_window(win) -> dict[str, np.ndarray]:
-            r0 = tile.row + win.row_off
-            return {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
-                                     (tile.col - halo, tile.col + tile.width + halo), grid.shape)
-                    for name in inputs}
-
         n_valid = n_gaps = 0
-        for i, (win, blocks) in enumerate(read_ahead(read_window, windows), start=1):
+        for i, (win, blocks) in enumerate(reads, start=1):
             classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
             n_valid += int(np.count_nonzero(valid))
             if halo:

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 SOURCES = ("s1", "coh", "s2")
 _EPOCH = np.datetime64("1970-01-01", "D")
 _PAIR = re.compile(r"R\d{3}_(\d{8})_(\d{8})")
+# The feature arrays' compression: byte shuffle + LZ4 in Blosc. On bench/inference.py's cube it decodes 1.6x
+# faster than zarr's default Zstandard (the tile job decodes every chunk once per model) and compresses better
+# (1.21 against 1.13). Cubes written with another codec read as before: zarr records the codec per array.
+CUBE_COMPRESSORS = (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ def build_cube(
             _write_array(group, f"band{suffix}", names, [f"band{suffix}"])
             shape = (days.size, names.size, *grid.shape)
             group.create_array(var, shape=shape, dtype="float32", fill_value=np.nan,
+                               compressors=CUBE_COMPRESSORS,
                                chunks=(*shape[:2], min(256, shape[2]), min(256, shape[3])),
                                dimension_names=[f"time{suffix}", f"band{suffix}", "y", "x"])
             offset = 0

@@ -136,6 +136,44 @@ def build(name: str, inputs: Mapping[str, tuple[int, ...]], n_classes: int,
                       resolve_params(name, params), int(seed))
 
 
+def bundle_input_shapes(meta: Mapping[str, object]) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape, (T, C) or (h, w, T, C), of every input of a bundle's metadata: its "shapes", or
+    (times, bands) of its "inputs" for bundles written without them."""
+    shapes = meta.get("shapes")
+    if shapes:
+        return {k: tuple(int(s) for s in v) for k, v in shapes.items()}  # type: ignore[union-attr]
+    return {k: (len(v["times"]), len(v["bands"])) for k, v in meta["inputs"].items()}  # type: ignore[union-attr]
+
+
+def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool
+                       ) -> Callable[[Mapping[str, np.ndarray]], object]:
+    """The inference forward pass of a keras ``model`` with inputs {name: per-sample shape}: a callable of a
+    batch {name: float32 array} returning the (n, K) probabilities as a tensor.
+
+    ``jit``: the pass is one XLA-compiled tf.function. Otherwise the traced pass is frozen: its weights become
+    constants of the graph (TensorFlow's ``convert_variables_to_constants_v2``), so TensorFlow's graph
+    optimiser folds them and oneDNN prepares each convolution's weights once instead of at every call; this
+    made TempCNN, Conv1D and the Transformer 2-14 % faster on 2 cores, with identical outputs. The weights are
+    those of the first call: the model is not trained afterwards (a fine-tuned model is a new TrainedModel).
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    signature = {name: tf.TensorSpec((None, *shape), tf.float32) for name, shape in shapes.items()}
+    traced = tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature],
+                         jit_compile=jit)
+    if jit:
+        return traced
+    frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
+    order = sorted(shapes)  # the frozen function takes the dict's tensors in sorted key order
+
+    def forward(batch: Mapping[str, np.ndarray]):
+        out = frozen(*(tf.constant(batch[name]) for name in order))
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    return forward
+
+
 class TrainedModel:
     """A fitted model with the normalisation and class order it was trained with.
 
@@ -187,10 +225,7 @@ class TrainedModel:
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-sample shape, (T, C) or (h, w, T, C), of every input the model was trained on."""
-        shapes = self.meta.get("shapes")
-        if shapes:
-            return {k: tuple(int(s) for s in v) for k, v in shapes.items()}  # type: ignore[misc]
-        return {k: (len(v["times"]), len(v["bands"])) for k, v in self.meta["inputs"].items()}
+        return bundle_input_shapes(self.meta)
 
     # ------------------------------------------------------------------------------------------- prediction
 
@@ -227,22 +262,17 @@ class TrainedModel:
     def _keras_forward(self, xn: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
         """(n, K) float32 probabilities of one batch of at most ``batch_size`` through the keras model.
 
-        The forward pass is traced once into a tf.function whose batch axis is left open, so every batch, the
-        last short one included, reuses one graph. keras' ``model.predict`` would instead set up a dataset, an
-        iterator and callbacks on every call, which halved the throughput of the pixel models at 4096-pixel
-        batches on 2 cores (bench/inference.py). Models whose module sets ``JIT_PREDICT`` are compiled with XLA,
-        which fuses their element-wise layers into the convolutions; a short batch is then padded to
-        ``batch_size``, so that one shape, and one compilation, serves every call.
+        The forward pass is traced once (:func:`inference_function`) with its batch axis left open, so every
+        batch, the last short one included, reuses one graph. keras' ``model.predict`` would instead set up a
+        dataset, an iterator and callbacks on every call, which halved the throughput of the pixel models at
+        4096-pixel batches on 2 cores (bench/inference.py). Models whose module sets ``JIT_PREDICT`` are
+        compiled with XLA; a short batch is then padded to ``batch_size``, so that one shape, and one
+        compilation, serves every call.
         """
         if self._forward is None:
-            import tensorflow as tf
-
-            model = self.model
-            signature = {name: tf.TensorSpec((None, *shape), tf.float32) for name, shape in self.input_shapes.items()}
             base = self.name.removesuffix("_finetuned")
             self._jit = base in MODEL_MODULES and get_spec(base).jit_predict
-            self._forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature],
-                                        jit_compile=self._jit)
+            self._forward = inference_function(self.model, self.input_shapes, self._jit)
         batch = {name: np.asarray(xn[name], dtype=np.float32) for name in self.input_shapes}
         n = next(iter(batch.values())).shape[0]
         if self._jit and n < batch_size:
