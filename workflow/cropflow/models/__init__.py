@@ -150,6 +150,8 @@ def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool
     """The inference forward pass of a keras ``model`` with inputs {name: per-sample shape}: a callable of a
     batch {name: float32 array} returning the (n, K) probabilities as a tensor.
 
+    Batch normalisations are first folded into the convolutions before them
+    (:func:`cropflow.models.folding.fold_batch_norms`: 10-13 % faster for TempCNN and Conv1D on 2 cores).
     ``jit``: the pass is one XLA-compiled tf.function. Otherwise the traced pass is frozen: its weights become
     constants of the graph (TensorFlow's ``convert_variables_to_constants_v2``), so TensorFlow's graph
     optimiser folds them and oneDNN prepares each convolution's weights once instead of at every call; this
@@ -159,6 +161,9 @@ def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from cropflow.models.folding import fold_batch_norms
+
+    model = fold_batch_norms(model)
     signature = {name: tf.TensorSpec((None, *shape), tf.float32) for name, shape in shapes.items()}
     traced = tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature],
                          jit_compile=jit)
