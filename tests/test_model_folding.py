@@ -60,3 +60,17 @@ def test_batch_norm_affine_is_the_inference_formula():
     z = np.random.default_rng(3).normal(size=(10, 3)).astype(np.float32)
     scale, shift = bn_affine(bn)
     np.testing.assert_allclose(z * scale + shift, np.asarray(bn(z, training=False)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["conv1d", "tempcnn"])
+def test_relu_after_a_folded_normalisation_moves_into_the_convolutions(name):
+    """Every ReLU of these models follows a normalisation: after folding none is left as a layer of its own, and
+    every convolution feeding one now applies it itself."""
+    model = with_random_statistics(build(name, {"s1": (8, 5)}, 4, {}, seed=0))
+    assert any(type(layer) is keras.layers.Activation for layer in model.layers)
+    folded = fold_batch_norms(model)
+    assert not any(type(layer) is keras.layers.Activation for layer in folded.layers)
+    convs = [layer for layer in folded.layers if isinstance(layer, keras.layers.Conv1D)]
+    assert convs and all(layer.activation is keras.activations.get("relu") for layer in convs)
+    x = np.random.default_rng(4).random((32, 8, 5), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), rtol=1e-4, atol=1e-5)

@@ -5,7 +5,9 @@ BN(z) = gamma (z - mu) / sqrt(sigma^2 + eps) + beta = s z + (beta - s mu), with 
 and mu, sigma^2 the moving statistics. When z = W x + b is the output of a convolution or dense layer,
 BN(W x + b) = (s W) x + (s b + beta - s mu): the layer's kernel scaled per output channel and a new bias give the
 same values, and the normalisation costs nothing. A BatchNormalization after a channel concatenation of such layers
-(Conv1D's inception modules) is folded slice by slice into each of them.
+(Conv1D's inception modules) is folded slice by slice into each of them. A ReLU that only the folded normalisation
+feeds moves into those layers as their activation, since ReLU(concat(z_1, ..., z_n)) = concat(ReLU(z_1), ...,
+ReLU(z_n)): TensorFlow then runs convolution, bias and ReLU as one fused operation.
 
 :func:`fold_batch_norms` returns an in-memory copy of a keras model with every foldable BatchNormalization folded
 and replaced by a pass-through layer; it is never saved (bundles keep the trained model as trained). A
@@ -32,11 +34,16 @@ def fold_batch_norms(model):
             if type(layer) is keras.layers.BatchNormalization and (parts := _fold_targets(keras, layer))}
     if not plan:
         return model
+    relus = {bn: relu for bn in plan if (relu := _only_relu_after(keras, model.get_layer(bn)))}
+    with_relu = {layer.name for bn in relus for layer, _ in plan[bn]}
 
     def clone_layer(layer):
-        if layer.name in plan:
+        if layer.name in plan or layer.name in relus.values():
             return _pass_through(keras, layer.name)
-        return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if layer.name in with_relu:
+            config["activation"] = "relu"
+        return layer.__class__.from_config(config)
 
     folded = keras.models.clone_model(model, clone_function=clone_layer)
     for layer in model.layers:
@@ -48,7 +55,8 @@ def fold_batch_norms(model):
             kernel, bias = layer.get_weights()
             s = scale[offset:offset + kernel.shape[-1]]
             folded.get_layer(layer.name).set_weights([kernel * s, bias * s + shift[offset:offset + kernel.shape[-1]]])
-    log.debug("model %s: %d batch normalisations folded for inference", model.name, len(plan))
+    log.debug("model %s: %d batch normalisations folded for inference, %d ReLUs moved into the layers before",
+              model.name, len(plan), len(relus))
     return folded
 
 
@@ -83,6 +91,18 @@ def _fold_targets(keras, bn) -> list[tuple[object, int]] | None:
         targets.append((layer, offset))
         offset += int(layer.kernel.shape[-1])
     return targets
+
+
+def _only_relu_after(keras, bn) -> str | None:
+    """The name of the ReLU activation layer that is the only consumer of ``bn``'s output, or None."""
+    consumers = [node.operation for node in bn._outbound_nodes]
+    if len(consumers) != 1:
+        return None
+    act = consumers[0]
+    if type(act) is keras.layers.Activation and act.activation is keras.activations.get("relu") \
+            and len(act._inbound_nodes) == 1:
+        return act.name
+    return None
 
 
 def _pass_through(keras, name: str):
