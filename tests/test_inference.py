@@ -397,6 +397,23 @@ def test_read_ahead_reads_the_next_window_while_the_current_one_is_used():
     assert list(read_ahead(read, [])) == []
 
 
+def test_read_ahead_holds_no_result_it_has_handed_over():
+    """Only the current window and the one being read are alive: an earlier window (the first one included,
+    which is read before the iteration starts) is freed once the caller lets go of it (tile-job memory)."""
+    import gc
+    import weakref
+
+    class Window:
+        pass
+
+    refs = []
+    for _, window in read_ahead(lambda i: Window(), range(4)):
+        refs.append(weakref.ref(window))
+        del window
+        gc.collect()
+        assert all(ref() is None for ref in refs[:-1])
+
+
 def test_read_ahead_raises_the_read_error_at_its_item():
     def read(i):
         if i == 2:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -113,12 +114,12 @@ def read_ahead(read: Callable[[_In], _Out], items: Iterable[_In]) -> Iterator[tu
     exist at a time. The first item's read starts at once, before the iteration does, so a caller can do its
     own set-up (loading a model) meanwhile. An exception of ``read`` is raised when its item is reached."""
     items = list(items)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
-    first = pool.submit(read, items[0]) if items else None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead", initializer=_yield_to_compute)
+    started = [pool.submit(read, items[0])] if items else []
 
     def results() -> Iterator[tuple[_In, _Out]]:
         with pool:
-            pending = first
+            pending = started.pop() if started else None  # no reference left to the first result once used
             for i, item in enumerate(items):
                 result = pending.result()
                 if i + 1 < len(items):
@@ -127,6 +128,13 @@ def read_ahead(read: Callable[[_In], _Out], items: Iterable[_In]) -> Iterator[tu
                 del result
 
     return results()
+
+
+def _yield_to_compute() -> None:
+    """Lower the calling thread's scheduling priority (Linux: a thread is a task with its own nice value), so
+    that the model's compute threads win the cores and the read fills their idle moments."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def proba_to_uint8(proba: np.ndarray) -> np.ndarray:
