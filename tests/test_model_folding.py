@@ -4,21 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+from zoo import with_random_statistics
+
 from cropflow.models import MODELS, build
 from cropflow.models.folding import bn_affine, fold_batch_norms
-
-
-def with_random_statistics(model, seed=0):
-    """Trained-like normalisations: moving mean/variance, gamma and beta far from their initial 0/1."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(size=c))
-            layer.moving_variance.assign(rng.uniform(0.2, 3.0, size=c))
-            layer.gamma.assign(rng.uniform(0.5, 2.0, size=c))
-            layer.beta.assign(rng.normal(size=c))
-    return model
 
 
 def batch_norms(model) -> int:

@@ -48,3 +48,19 @@ def separable(shapes: Mapping[str, tuple[int, ...]], n_per_class: int, seed: int
         mean = profiles(t)[y].reshape((y.size,) + (1,) * len(space) + (t, 1))
         x[name] = (scale * mean + rng.normal(0, noise, (y.size, *space, t, c))).astype(np.float32)
     return x, y
+
+
+def with_random_statistics(model, seed: int = 0):
+    """``model`` with trained-like batch normalisations: moving mean/variance, gamma and beta far from their
+    initial 0/1 (for checks that must see the normalisation's effect)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(size=c))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, size=c))
+            layer.gamma.assign(rng.uniform(0.5, 2.0, size=c))
+            layer.beta.assign(rng.normal(size=c))
+    return model
