@@ -17,10 +17,12 @@ Measured, per model, in one run:
   rule writes them), wall time and px/s; the time split by wrapping the names infer_tile calls: "load"
   (load_trained plus one call on one pixel, which traces the keras forward function), "read wait" (the
   time the window loop waits for cropflow.inference.read_ahead's next window), "predict"
-  (cropflow.inference.predict_window: validity mask, normalisation, model, uncertainty) and "write" (the COG
-  writers: windows, overviews, closing); "other" is the rest. "read" (cropflow.halo.read_block, run ahead in
-  a background thread) overlaps the others and is printed beside them. The steady px/s leaves the load out (it is paid once per tile). Patch models are timed predict
-  only (one patch per pixel makes a whole tile take hours on 2 cores);
+  (cropflow.inference.predict_window: validity mask, normalisation, model, uncertainty) and "write" (opening
+  and closing the COG writers: overviews, COG copy); "other" is the rest (the waits for the previous window's
+  write among it). "read" (cropflow.halo.read_block, run ahead in a background thread) and "write-behind"
+  (the windows' writes, in a background thread while the next window is predicted) overlap the others and
+  are printed beside them. The steady px/s leaves the load out (it is paid once per tile). Patch models are
+  timed predict only (one patch per pixel makes a whole tile take hours on 2 cores);
 - predict only: TrainedModel.predict_proba_normalised on in-memory normalised inputs in batches of --batch
   (pixel models; --patch-batch patches of --patch x --patch for patch models), at most --predict-px samples
   (8 batches of patches) and --predict-tflop estimated TFLOP, best of 2 after a warm-up call;
@@ -214,7 +216,7 @@ class Clock:
     """Seconds spent in the wrapped calls, by part."""
 
     def __init__(self) -> None:
-        self.seconds = {"load": 0.0, "read": 0.0, "wait": 0.0, "predict": 0.0, "write": 0.0}
+        self.seconds = {"load": 0.0, "read": 0.0, "wait": 0.0, "predict": 0.0, "write": 0.0, "behind": 0.0}
         self._read_ahead = inference.read_ahead  # before it is patched
 
     def wrap(self, part: str, fn):
@@ -251,12 +253,13 @@ class Clock:
 
     @contextlib.contextmanager
     def writer(self, *args, **kwargs):
-        """cog_writer whose opening, window writes and closing (overviews, COG copy) count as "write"."""
+        """cog_writer whose opening and closing (overviews, COG copy) count as "write", its window writes (in the
+        write-behind thread) as "behind"."""
         t = time.perf_counter()
         with cog_writer(*args, **kwargs) as w:
             self.seconds["write"] += time.perf_counter() - t
             write = w.write
-            w.write = self.wrap("write", write)
+            w.write = self.wrap("behind", write)
             yield w
             t = time.perf_counter()
         self.seconds["write"] += time.perf_counter() - t
@@ -350,7 +353,8 @@ def hours(seconds: float) -> str:
 
 def print_report(rows: list[Row], args) -> None:
     header = ["model", "kind", "MFLOP/px", "predict px/s", "predict %sgemm", "e2e px/s", "steady px/s",
-              "e2e %sgemm", "load %", "read %", "read wait %", "predict %", "write %", "other %", "sgemm GF/s"]
+              "e2e %sgemm", "load %", "read %", "write-behind %", "read wait %", "predict %", "write %", "other %",
+              "sgemm GF/s"]
     table = []
     for r in rows:
         pct = (lambda rate: f"{r.flops * rate / r.sgemm:.0%}") if r.flops else (lambda rate: "-")
@@ -359,9 +363,10 @@ def print_report(rows: list[Row], args) -> None:
         if r.pixels:
             shares = [r.parts[p] / r.wall for p in ("load", "wait", "predict", "write")]
             cells += [f"{r.pixels / r.wall:,.0f}", f"{r.steady_rate:,.0f}", pct(r.steady_rate), f"{shares[0]:.0%}",
-                      f"{r.parts['read'] / r.wall:.0%}", *(f"{s:.0%}" for s in shares[1:]), f"{1 - sum(shares):.0%}"]
+                      f"{r.parts['read'] / r.wall:.0%}", f"{r.parts['behind'] / r.wall:.0%}",
+                      *(f"{s:.0%}" for s in shares[1:]), f"{1 - sum(shares):.0%}"]
         else:
-            cells += ["-"] * 9
+            cells += ["-"] * 10
         table.append([*cells, f"{r.sgemm / 1e9:.1f}"])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     for line in [header, *table]:
@@ -370,7 +375,8 @@ def print_report(rows: list[Row], args) -> None:
           f"({args.patch_batch} patches of {args.patch} x {args.patch}), best of 2. e2e: infer_tile on the "
           f"{args.rows} x {args.cols} cube, windows of {args.window_rows} rows, class + probability COGs; steady: "
           "without the load. read: the windows' reads, ahead of the prediction in a background thread; read wait: "
-          "the time the prediction waited for them. %sgemm: FLOPs/px x px/s over the sgemm rate measured around "
+          "the time the prediction waited for them; write-behind: the windows' writes, in a background thread "
+          "while the next window is predicted. %sgemm: FLOPs/px x px/s over the sgemm rate measured around "
           "the model. Patch "
           "models: no infer_tile (pixel series only), their px/s is centre pixels, one patch each.")
 

@@ -351,6 +351,29 @@ def test_separate_inputs_cube(tmp_path):
     assert got[12 * GRID.width + 12] == 0
 
 
+def test_a_failed_window_write_stops_the_job_and_leaves_no_output(trained, tmp_path, monkeypatch):
+    """Windows are written in a background thread: a write error of one window is raised by infer_tile (at the
+    next window or at the end) and, as for a killed job, no output or temporary file is left."""
+    cube, model_dir, _ = trained
+    import cropflow.inference as inference
+
+    calls = []
+    real = inference.proba_to_uint8
+
+    def failing(proba):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(proba)
+
+    monkeypatch.setattr(inference, "proba_to_uint8", failing)
+    outs = {k: tmp_path / f"w_{k}.tif" for k in ("class", "uncertainty", "proba")}
+    with pytest.raises(OSError, match="disk full"):
+        infer_tile(cube, model_dir, outs["class"], outs["proba"], window_rows=4, legend=LEGEND,
+                   out_uncertainty=outs["uncertainty"])
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_keras_model_map_is_independent_of_the_window(trained, tmp_path):
     cube, _, data = trained
     tr, va = samples_from_cube(cube, slice(0, None, 2)), samples_from_cube(cube, slice(1, None, 2))

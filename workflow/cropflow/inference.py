@@ -339,12 +339,8 @@ def infer_tile(
             proba_w = stack.enter_context(cog_writer(out_proba, tile_grid, count=len(class_ids), dtype="uint8",
                                                      nodata=None, band_names=names, tags=tags,
                                                      resampling="AVERAGE"))
-        n_valid = n_gaps = 0
-        for i, (win, blocks) in enumerate(reads, start=1):
-            classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
-            n_valid += int(np.count_nonzero(valid))
-            if halo:
-                n_gaps += int(np.count_nonzero(patch_gaps(blocks, halo).ravel() & valid))
+
+        def write_window(i, win, classes, proba, valid) -> None:
             shape = (win.height, win.width)
             cls_w.write(classes.reshape(1, *shape), win)
             if unc_w is not None:
@@ -353,6 +349,21 @@ def infer_tile(
                 proba_w.write(proba_to_uint8(proba).T.reshape(len(class_ids), *shape), win)
             log.info("tile %s: window %d/%d (rows %d-%d) classified", tile_id, i, len(windows), win.row_off,
                      win.row_off + win.height - 1)
+
+        n_valid = n_gaps = 0
+        # each window is written in a background thread while the next one is predicted (at most one behind)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind") as writer:
+            written = None
+            for i, (win, blocks) in enumerate(reads, start=1):
+                classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
+                n_valid += int(np.count_nonzero(valid))
+                if halo:
+                    n_gaps += int(np.count_nonzero(patch_gaps(blocks, halo).ravel() & valid))
+                if written is not None:
+                    written.result()  # raises the previous window's write error here
+                written = writer.submit(write_window, i, win, classes, proba, valid)
+            if written is not None:
+                written.result()
     total = tile_grid.width * tile_grid.height
     if n_valid == 0:
         log.warning("tile %s: no pixel of %s has an observation in every input: the maps are all nodata",
