@@ -357,7 +357,7 @@ def print_report(rows: list[Row], args) -> None:
               "sgemm GF/s"]
     table = []
     for r in rows:
-        pct = (lambda rate: f"{r.flops * rate / r.sgemm:.0%}") if r.flops else (lambda rate: "-")
+        pct = (lambda rate: f"{r.flops * rate / r.sgemm:.1%}") if r.flops else (lambda rate: "-")
         cells = [r.model, r.kind, f"{r.flops / 1e6:.2f}" if r.flops else "-", f"{r.predict_rate:,.0f}",
                  pct(r.predict_rate)]
         if r.pixels:
