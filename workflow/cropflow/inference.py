@@ -248,8 +248,9 @@ def predict_window(model, blocks: Mapping[str, np.ndarray], halo: int, class_ids
     for start in range(0, idx.size, batch_size):
         sel = idx[start:start + batch_size]
         rows, cols = np.divmod(sel, width)
-        p = np.asarray(model.predict_proba(samples_at(blocks, halo, rows, cols), batch_size, warn_missing=False),
-                       dtype=np.float32)
+        # a pixel series passed here is finite (valid); a patch may hold gaps, which the model fills
+        p = np.asarray(model.predict_proba(samples_at(blocks, halo, rows, cols), batch_size, warn_missing=False,
+                                           finite=halo == 0), dtype=np.float32)
         if p.shape != (sel.size, len(ids)):
             raise ValueError(f"the model returned probabilities of shape {p.shape}, expected {(sel.size, len(ids))}")
         proba[sel] = p

@@ -90,15 +90,11 @@ def fit_minmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mn, mx
 
 
-def apply_minmax(
-    x: np.ndarray, mn: np.ndarray, mx: np.ndarray, clip: tuple[float, float] = CLIP_RANGE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Min-max normalise ``x`` (..., C) per channel: (x - min) / (max - min), clipped to ``clip``.
-
-    Constant channels (max == min) map to 0. Returns ``(x_norm, missing)``: ``x_norm`` float32 with 0 where the
-    input was not finite, ``missing`` a boolean array of the input's shape, True at those positions. Nothing is
-    filled silently: callers must look at ``missing``.
-    """
+def scale_minmax(x: np.ndarray, mn: np.ndarray, mx: np.ndarray, clip: tuple[float, float] = CLIP_RANGE
+                 ) -> np.ndarray:
+    """Min-max normalise ``x`` (..., C) per channel: (x - min) / (max - min), clipped to ``clip``, as a new float32
+    array (constant channels, max == min, map to 0). Values that are not finite stay so: :func:`apply_minmax`
+    handles them."""
     x = np.asarray(x)
     mn = np.asarray(mn, dtype=np.float64)
     mx = np.asarray(mx, dtype=np.float64)
@@ -106,10 +102,20 @@ def apply_minmax(
         raise ValueError(f"apply_minmax: input has {x.shape[-1]} channels, the normalisation {mn.size}")
     span = mx - mn
     scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
-    missing = ~np.isfinite(x)
     out = np.subtract(x, mn.astype(np.float32), dtype=np.float32)  # one new array; the rest is in place
     np.multiply(out, scale.astype(np.float32), out=out)
-    np.clip(out, clip[0], clip[1], out=out)
+    return np.clip(out, clip[0], clip[1], out=out)
+
+
+def apply_minmax(
+    x: np.ndarray, mn: np.ndarray, mx: np.ndarray, clip: tuple[float, float] = CLIP_RANGE
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scale_minmax` with missing values marked: returns ``(x_norm, missing)``, ``x_norm`` float32 with 0
+    where the input was not finite, ``missing`` a boolean array of the input's shape, True at those positions.
+    Nothing is filled silently: callers must look at ``missing``.
+    """
+    out = scale_minmax(x, mn, mx, clip)
+    missing = ~np.isfinite(np.asarray(x))
     np.copyto(out, 0.0, where=missing)
     return out, missing
 

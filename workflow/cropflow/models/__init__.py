@@ -286,13 +286,19 @@ class TrainedModel:
         return np.asarray(self._forward(batch), dtype=np.float32)[:n]
 
     def predict_proba(self, x: Mapping[str, np.ndarray], batch_size: int = 4096, *,
-                      warn_missing: bool = True) -> np.ndarray:
+                      warn_missing: bool = True, finite: bool = False) -> np.ndarray:
         """(N, K) float32 class probabilities (columns = ``class_ids``) of raw inputs {name: (N, T, C)}.
 
         Inputs not used by the model are ignored. Rows of samples without any finite value are NaN. The count of
         samples with gaps is a warning, or a debug line with ``warn_missing=False`` (callers that sum it up).
+        ``finite``: the caller has checked that every value is finite (a tile job's valid pixel series), so the
+        missing-value bookkeeping is skipped.
         """
         n = self._check(x)
+        if finite:
+            xn = {name: norm_mod.scale_minmax(np.asarray(x[name]), self.normalisation[name].min,
+                                              self.normalisation[name].max) for name in self.input_shapes}
+            return self.predict_proba_normalised(xn, batch_size)
         k = len(self.class_ids)
         used = {name: np.asarray(x[name]) for name in self.input_shapes}
         xn, miss = norm_mod.apply_inputs(used, self.normalisation)
