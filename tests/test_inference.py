@@ -214,17 +214,20 @@ def test_windows_never_hold_the_whole_tile(trained, tmp_path, monkeypatch):
     cube, model_dir, _ = trained
     import cropflow.inference as inference
 
-    seen = []
+    seen, memory = [], []
     real = inference.read_block
 
-    def recording(cubes, name, rows, cols, shape):
-        out = real(cubes, name, rows, cols, shape)
+    def recording(cubes, name, rows, cols, shape, buffer=None):
+        out = real(cubes, name, rows, cols, shape, buffer)
         seen.append(out.shape[:2])
+        memory.append(out.__array_interface__["data"][0])
         return out
 
     monkeypatch.setattr(inference, "read_block", recording)
     infer_tile(cube, model_dir, tmp_path / "w.tif", window_rows=6, legend=LEGEND)
     assert seen == [(6, GRID.width)] * (GRID.height // 6)  # a pixel model reads no halo
+    # two sets of buffers in turn: the window read ahead never lands in the one being predicted
+    assert len(memory) >= 4 and memory[0] != memory[1] and memory[2:] == [memory[0], memory[1]] * (len(memory) // 2 - 1)
 
 
 def test_uncertainty_cog_bands_and_values(trained, tmp_path):

@@ -15,9 +15,9 @@ import rasterio
 import shapely
 from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, write_layers
 
-from cropflow.cube import cube_inputs, open_cube
+from cropflow.cube import cube_inputs, open_cube, stored_input
 from cropflow.grid import make_tiles, neighbour_tiles, tile_grid
-from cropflow.halo import column_pieces, copy_pixel_major, patch_gaps, place, read_block, samples_at
+from cropflow.halo import column_pieces, copy_pixel_major, pad_edges, patch_gaps, place, read_block, samples_at
 from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
@@ -173,8 +173,8 @@ def test_patches_are_gathered_one_batch_at_a_time(tiles, tmp_path, monkeypatch):
     reads, batches = [], []
     real_read, real_samples = inference.read_block, inference.samples_at
 
-    def recording_read(cubes_, name, rows, cols, shape):
-        out = real_read(cubes_, name, rows, cols, shape)
+    def recording_read(cubes_, name, rows, cols, shape, buffer=None):
+        out = real_read(cubes_, name, rows, cols, shape, buffer)
         reads.append(out.shape[:2])
         return out
 
@@ -251,6 +251,53 @@ def test_blocks_read_chunk_column_by_chunk_column_equal_the_cube(tiles, tmp_path
         r0, c0 = max(rows[0], 0) - rows[0], max(cols[0], 0) - cols[0]
         inner = one.values.transpose(2, 3, 0, 1)[max(rows[0], 0):rows[1], max(cols[0], 0):cols[1]]
         np.testing.assert_array_equal(b[r0:r0 + inner.shape[0], c0:c0 + inner.shape[1]], inner)
+
+
+def test_blocks_assembled_in_a_reused_buffer_equal_the_cube_edge_padded(tiles, tmp_path):
+    """read_block into a caller's (dirty) buffer, with a band cut that is not a run of the stored bands, gives
+    the cube's values, edge-padded beyond the grid as numpy.pad does, as a view of that buffer."""
+    merged = tiles[2]
+    one = cube_inputs(open_cube(merged))["features"]
+    cut = one.isel(band=[2, 0]) if one.sizes["band"] > 2 else one.isel(band=[1, 0])
+    placed = [place(merged, {"features": cut}, GRID, GRID)]
+    assert not isinstance(placed[0].stored["features"].bands, slice)
+    buffer = np.full(40 * 40 * cut.sizes["time"] * cut.sizes["band"], 7.0, np.float32)
+    for rows, cols in [((-2, 26), (-3, 21)), ((3, 9), (4, 17)), ((0, 24), (11, 12)), ((20, 27), (0, 20))]:
+        got = read_block(placed, "features", rows, cols, GRID.shape, buffer)
+        assert np.shares_memory(got, buffer)
+        values = cut.values.transpose(2, 3, 0, 1)[max(rows[0], 0):rows[1], max(cols[0], 0):cols[1]]
+        pad = ((max(-rows[0], 0), max(rows[1] - GRID.height, 0)), (max(-cols[0], 0), max(cols[1] - GRID.width, 0)),
+               (0, 0), (0, 0))
+        np.testing.assert_array_equal(got, np.pad(values, pad, mode="edge"))
+        np.testing.assert_array_equal(read_block(placed, "features", rows, cols, GRID.shape, buffer[:5]), got)
+    # grid pixels without a cube are NaN whatever the buffer held: one tile of the 2 x 2 placed alone
+    table, cubes = tiles[0], tiles[1]
+    t = table["tile_id"].iloc[0]
+    own = tile_grid(GRID, table, t)
+    alone = [place(cubes[t], cube_inputs(open_cube(cubes[t])), own, GRID)]
+    buffer[:] = 7.0
+    got = read_block(alone, "features", (0, GRID.height), (0, GRID.width), GRID.shape, buffer)
+    inside = np.zeros(GRID.shape, bool)
+    inside[alone[0].row:alone[0].row + own.height, alone[0].col:alone[0].col + own.width] = True
+    assert np.isnan(got[~inside]).all() and not np.isnan(got[inside]).all() and (got != 7.0).all()
+
+
+def test_pad_edges_equals_numpy_pad_and_needs_an_interior():
+    a = np.arange(7 * 6 * 2, dtype=np.float32).reshape(7, 6, 2)
+    want = np.pad(a[2:6, 1:5], ((2, 1), (1, 1), (0, 0)), mode="edge")
+    pad_edges(a, (2, 1), (1, 1))
+    np.testing.assert_array_equal(a, want)
+    with pytest.raises(ValueError, match="no interior"):
+        pad_edges(a, (4, 3), (0, 0))
+
+
+def test_an_input_not_stored_as_cropflow_writes_it_is_named(tiles, tmp_path):
+    merged = tiles[2]
+    da = cube_inputs(open_cube(merged))["features"]
+    with pytest.raises(ValueError, match=r"has no bands \['nir9'\].*rebuild it with 'stack'"):
+        stored_input(merged, da.assign_coords(band=["nir9", *map(str, da["band"].values[1:])]))
+    with pytest.raises(ValueError, match=r"not as the \(time, band, y, x\).*rebuild it with 'stack'"):
+        stored_input(merged, da.isel(time=slice(1, None)))
 
 
 def test_patch_gaps_marks_the_pixels_whose_patch_holds_a_nan():

@@ -10,6 +10,7 @@ where no cube exists (a tile outside the AOI) the values are NaN, i.e. no observ
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,12 +18,14 @@ import numpy as np
 import xarray as xr
 from numpy.lib.stride_tricks import sliding_window_view
 
+from cropflow.cube import StoredInput, stored_input
 from cropflow.grid import ProjectGrid
 
 
 @dataclass(frozen=True)
 class PlacedCube:
-    """The model inputs {name: (time, band, y, x)} of one cube and its window (row, col offset) in the grid."""
+    """The model inputs {name: (time, band, y, x)} of one cube, the arrays they are read from and the cube's
+    window (row, col offset) in the grid."""
 
     path: str
     inputs: Mapping[str, xr.DataArray]
@@ -30,6 +33,7 @@ class PlacedCube:
     col: int
     height: int
     width: int
+    stored: Mapping[str, StoredInput]
 
 
 def place(path: str | os.PathLike, inputs: Mapping[str, xr.DataArray], cube: ProjectGrid,
@@ -40,7 +44,8 @@ def place(path: str | os.PathLike, inputs: Mapping[str, xr.DataArray], cube: Pro
             or win.row_off + win.height > grid.height:
         raise ValueError(f"cube {path} ({cube.bounds}) is not inside the project grid {grid.bounds}: "
                          "rebuild it with 'stack' for this project")
-    return PlacedCube(str(path), inputs, int(win.row_off), int(win.col_off), int(win.height), int(win.width))
+    return PlacedCube(str(path), inputs, int(win.row_off), int(win.col_off), int(win.height), int(win.width),
+                      {name: stored_input(path, da) for name, da in inputs.items()})
 
 
 def extent(grids: Sequence[ProjectGrid]) -> ProjectGrid:
@@ -77,30 +82,70 @@ def copy_pixel_major(part: np.ndarray, out: np.ndarray, pixels: int = 4096) -> N
 
 
 def read_block(cubes: Sequence[PlacedCube], name: str, rows: tuple[int, int], cols: tuple[int, int],
-               shape: tuple[int, int]) -> np.ndarray:
+               shape: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Rows ``rows`` x columns ``cols`` (start, stop; may reach beyond the grid of ``shape``) of input ``name``
     assembled from ``cubes`` as a (y, x, T, C) float32 array.
 
     Only the cubes' parts inside the block are read, one column of the cube's chunks at a time
-    (:func:`column_pieces`), so the decoded copy beside the block is one chunk column, not the whole block. Grid
+    (:func:`column_pieces`), into a buffer the calling thread keeps (:func:`_scratch`), so the decoded copy
+    beside the block is one chunk column, not the whole block, and no fresh memory is faulted in for it. Grid
     pixels no cube covers are NaN; the parts beyond the grid are padded with the edge values of the block.
+    ``out``: a float32 buffer the block is assembled in (and returned as a view of) when it is large enough,
+    so that a caller reading block after block reuses its memory.
     """
     (r0, r1), (c0, c1) = rows, cols
     ra, rb, ca, cb = max(r0, 0), min(r1, shape[0]), max(c0, 0), min(c1, shape[1])
     n_t, n_c = (int(s) for s in cubes[0].inputs[name].shape[:2])
-    block = np.full((max(rb - ra, 0), max(cb - ca, 0), n_t, n_c), np.nan, dtype=np.float32)
+    dims = (r1 - r0, c1 - c0, n_t, n_c)
+    reuse = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size >= np.prod(dims)
+    padded = _view(out, dims) if reuse else np.empty(dims, np.float32)
+    block = padded[ra - r0:rb - r0, ca - c0:cb - c0]  # the part inside the grid
+    parts = []
     for cube in cubes:
         ya, yb = max(ra, cube.row), min(rb, cube.row + cube.height)
         xa, xb = max(ca, cube.col), min(cb, cube.col + cube.width)
-        if ya >= yb or xa >= xb:
-            continue
-        da = cube.inputs[name]
-        step = int(da.encoding.get("preferred_chunks", {}).get("x") or cube.width)
+        if ya < yb and xa < xb:
+            parts.append((cube, ya, yb, xa, xb))
+    if sum((yb - ya) * (xb - xa) for _, ya, yb, xa, xb in parts) < block.shape[0] * block.shape[1]:
+        block.fill(np.nan)  # some grid pixels have no cube (cubes never overlap)
+    for cube, ya, yb, xa, xb in parts:
+        step = int(cube.stored[name].array.chunks[3])
         for lo, hi in column_pieces(xa - cube.col, xb - cube.col, step):
-            part = da.isel(y=slice(ya - cube.row, yb - cube.row), x=slice(lo, hi)).values
+            part = _scratch((n_t, n_c, yb - ya, hi - lo))
+            cube.stored[name].read_into(slice(ya - cube.row, yb - cube.row), slice(lo, hi), part)
             copy_pixel_major(part, block[ya - ra:yb - ra, lo + cube.col - ca:hi + cube.col - ca])
-    pad = ((ra - r0, r1 - rb), (ca - c0, c1 - cb), (0, 0), (0, 0))
-    return np.pad(block, pad, mode="edge") if any(p for pair in pad for p in pair) else block
+    pad_edges(padded, (ra - r0, r1 - rb), (ca - c0, c1 - cb))
+    return padded
+
+
+def pad_edges(a: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    """Fill the outer ``rows`` (top, bottom) and ``cols`` (left, right) of ``a`` (y, x, ...) in place with the
+    edge values of its interior: ``numpy.pad(interior, (rows, cols, ...), mode="edge")`` without a new array."""
+    (top, bottom), (left, right) = rows, cols
+    ny, nx = a.shape[:2]
+    if min(top, bottom, left, right) < 0 or top + bottom >= ny or left + right >= nx:
+        raise ValueError(f"pad_edges: rows {rows} and cols {cols} leave no interior in {a.shape[:2]}")
+    a[:top, left:nx - right] = a[top:top + 1, left:nx - right]
+    a[ny - bottom:, left:nx - right] = a[ny - bottom - 1:ny - bottom, left:nx - right]
+    a[:, :left] = a[:, left:left + 1]
+    a[:, nx - right:] = a[:, nx - right - 1:nx - right]
+
+
+def _view(buf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The first prod(shape) values of the flat C-contiguous float32 buffer ``buf`` as an array of ``shape``."""
+    return buf.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A C-contiguous float32 array of ``shape`` over a buffer this thread keeps and reuses (grown when too
+    small; released with the thread): the landing place of each decoded part before its pixel-major copy."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < np.prod(shape):
+        buf = _SCRATCH.buf = np.empty(int(np.prod(shape)), dtype=np.float32)
+    return _view(buf, shape)
 
 
 def centre_valid(blocks: Mapping[str, np.ndarray], halo: int) -> np.ndarray:

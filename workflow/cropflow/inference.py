@@ -305,14 +305,21 @@ def infer_tile(
              *(place(p, i, g, grid) for p, (i, g, _) in zip(neighbours, others))]
     tile = cubes[0]
 
-    def read_window(win) -> dict[str, np.ndarray]:
+    windows = row_windows(tile_grid, window_rows)
+    # window i's blocks are assembled in buffers[i % 2]: read_ahead reads window i + 1 while window i is used,
+    # and window i + 2 only once window i is done with, so two sets of buffers serve the whole tile
+    sizes = {name: (windows[0].height + 2 * halo) * (tile.width + 2 * halo) * int(np.prod(da.shape[:2]))
+             for name, da in inputs.items()} if windows else {}
+    buffers = [{name: np.empty(n, np.float32) for name, n in sizes.items()} for _ in range(2)]
+
+    def read_window(item) -> dict[str, np.ndarray]:
+        i, win = item
         r0 = tile.row + win.row_off
         return {name: read_block(cubes, name, (r0 - halo, r0 + win.height + halo),
-                                 (tile.col - halo, tile.col + tile.width + halo), grid.shape)
+                                 (tile.col - halo, tile.col + tile.width + halo), grid.shape, buffers[i % 2][name])
                 for name in inputs}
 
-    windows = row_windows(tile_grid, window_rows)
-    reads = read_ahead(read_window, windows)  # the first window is read while the model loads
+    reads = read_ahead(read_window, enumerate(windows, start=1))  # the first window is read while the model loads
 
     model = load_trained(model_dir)
     if threads > 0 and hasattr(model.model, "n_jobs"):
@@ -355,7 +362,7 @@ def infer_tile(
         # each window is written in a background thread while the next one is predicted (at most one behind)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind") as writer:
             written = None
-            for i, (win, blocks) in enumerate(reads, start=1):
+            for (i, win), blocks in reads:
                 classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
                 n_valid += int(np.count_nonzero(valid))
                 if halo:

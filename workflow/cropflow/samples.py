@@ -56,8 +56,9 @@ def _gather(cubes: Sequence[PlacedCube], shape: tuple[int, int], rows: np.ndarra
     pixels (rows, cols) of the tile ``cubes[0]``.
 
     The tile is read in row blocks with a halo from all ``cubes`` (``cropflow.halo.read_block``, in the grid of
-    ``shape``), so only one block plus halo is in memory and a patch holds what inference gives the model: the
-    neighbours' pixels across a tile edge, edge values beyond the grid, NaN where the grid has no cube.
+    ``shape``, each into the one buffer of its input), so only one block plus halo is in memory and a patch holds
+    what inference gives the model: the neighbours' pixels across a tile edge, edge values beyond the grid, NaN
+    where the grid has no cube.
     """
     tile = cubes[0]
     series = {name: np.empty((rows.size, *da.shape[:2]), np.float32) for name, da in tile.inputs.items()}
@@ -66,6 +67,8 @@ def _gather(cubes: Sequence[PlacedCube], shape: tuple[int, int], rows: np.ndarra
         size = 2 * halo + 1
         patches = {name: np.empty((rows.size, size, size, *da.shape[:2]), np.float32)
                    for name, da in tile.inputs.items()}
+    buffers = {name: np.empty((min(block_rows, tile.height) + 2 * halo) * (tile.width + 2 * halo)
+                              * int(np.prod(da.shape[:2])), np.float32) for name, da in tile.inputs.items()}
     for r0 in range(0, tile.height, block_rows):
         sel = np.flatnonzero((rows >= r0) & (rows < r0 + block_rows))
         if sel.size == 0:
@@ -73,7 +76,7 @@ def _gather(cubes: Sequence[PlacedCube], shape: tuple[int, int], rows: np.ndarra
         r1 = min(r0 + block_rows, tile.height)
         for name in tile.inputs:
             block = read_block(cubes, name, (tile.row + r0 - halo, tile.row + r1 + halo),
-                               (tile.col - halo, tile.col + tile.width + halo), shape)
+                               (tile.col - halo, tile.col + tile.width + halo), shape, buffers[name])
             series[name][sel] = block[rows[sel] - r0 + halo, cols[sel] + halo]
             if halo:
                 patches[name][sel] = samples_at({name: block}, halo, rows[sel] - r0, cols[sel])[name]
