@@ -340,3 +340,29 @@ def test_inference_pass_equals_the_keras_model_for_several_inputs(name):
     expected = np.asarray(model(x, training=False))
     got = trained.predict_proba_normalised(x, batch_size=16)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tempcnn", "tcn"])
+def test_raw_finite_inputs_are_normalised_inside_the_inference_pass_as_numpy_does(name):
+    """A tile job's valid pixel series (``finite=True``) go to the forward pass raw and are min-max normalised in
+    it (frozen graph; XLA for tcn): the probabilities equal those of the numpy normalisation path, with values
+    clipped at both ends of the range and a constant channel."""
+    from cropflow.models import TrainedModel
+    from cropflow.normalisation import MinMax
+
+    inputs = {"s2": (4, 3), "s1": (6, 5)}
+    model = build(name, inputs, 3, {}, seed=0)
+    meta = {"name": name, "family": "keras", "kind": "pixel", "class_ids": CLASS_IDS,
+            "inputs": {k: {"bands": [f"b{i}" for i in range(c)], "times": [f"2023-06-{d + 1:02d}" for d in range(t)]}
+                       for k, (t, c) in inputs.items()}}
+    rng = np.random.default_rng(2)
+    norm = {}
+    for k, (_, c) in inputs.items():
+        lo = rng.uniform(-20, 0, c)
+        hi = lo + rng.uniform(1, 30, c)
+        hi[0] = lo[0]  # a constant channel normalises to 0
+        norm[k] = MinMax(tuple(f"b{i}" for i in range(c)), lo, hi)
+    trained = TrainedModel(model, meta, norm)
+    x = {k: rng.uniform(-40, 40, (45, *s)).astype(np.float32) for k, s in inputs.items()}  # beyond [-0.5, 1.5]
+    np.testing.assert_allclose(trained.predict_proba(x, batch_size=16, finite=True),
+                               trained.predict_proba(x, batch_size=16), rtol=1e-6, atol=1e-7)

@@ -96,15 +96,25 @@ def scale_minmax(x: np.ndarray, mn: np.ndarray, mx: np.ndarray, clip: tuple[floa
     array (constant channels, max == min, map to 0). Values that are not finite stay so: :func:`apply_minmax`
     handles them."""
     x = np.asarray(x)
-    mn = np.asarray(mn, dtype=np.float64)
-    mx = np.asarray(mx, dtype=np.float64)
-    if x.shape[-1] != mn.size or mn.shape != mx.shape:
-        raise ValueError(f"apply_minmax: input has {x.shape[-1]} channels, the normalisation {mn.size}")
+    offset, scale = minmax_affine(mn, mx)
+    if x.shape[-1] != offset.size:
+        raise ValueError(f"apply_minmax: input has {x.shape[-1]} channels, the normalisation {offset.size}")
+    out = np.subtract(x, offset, dtype=np.float32)  # one new array; the rest is in place
+    np.multiply(out, scale, out=out)
+    return np.clip(out, clip[0], clip[1], out=out)
+
+
+def minmax_affine(mn: np.ndarray, mx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 (offset, scale) (C,) of the min-max normalisation x_norm = (x - offset) * scale, offset = min_c
+    and scale = 1 / (max_c - min_c) (0 for a constant channel): the constants :func:`scale_minmax` and a model's
+    inference graph (``cropflow.models.inference_function``) both apply, so the two give equal values."""
+    mn = np.asarray(mn, dtype=np.float64).reshape(-1)
+    mx = np.asarray(mx, dtype=np.float64).reshape(-1)
+    if mn.shape != mx.shape:
+        raise ValueError(f"normalisation: {mn.size} minima but {mx.size} maxima")
     span = mx - mn
     scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
-    out = np.subtract(x, mn.astype(np.float32), dtype=np.float32)  # one new array; the rest is in place
-    np.multiply(out, scale.astype(np.float32), out=out)
-    return np.clip(out, clip[0], clip[1], out=out)
+    return mn.astype(np.float32), scale.astype(np.float32)
 
 
 def apply_minmax(

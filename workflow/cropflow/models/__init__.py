@@ -145,10 +145,16 @@ def bundle_input_shapes(meta: Mapping[str, object]) -> dict[str, tuple[int, ...]
     return {k: (len(v["times"]), len(v["bands"])) for k, v in meta["inputs"].items()}  # type: ignore[union-attr]
 
 
-def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool
+def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool,
+                       normalisation: Mapping[str, norm_mod.MinMax] | None = None
                        ) -> Callable[[Mapping[str, np.ndarray]], object]:
     """The inference forward pass of a keras ``model`` with inputs {name: per-sample shape}: a callable of a
     batch {name: float32 array} returning the (n, K) probabilities as a tensor.
+
+    ``normalisation``: the pass takes raw, finite inputs and min-max normalises them itself, with the constants
+    of :func:`cropflow.normalisation.minmax_affine` and the same float32 operations as
+    :func:`cropflow.normalisation.scale_minmax` (so with equal values), on all the cores TensorFlow uses
+    instead of one numpy thread.
 
     Batch normalisations are first folded into the convolutions before them
     (:func:`cropflow.models.folding.fold_batch_norms`: 10-13 % faster for TempCNN and Conv1D on 2 cores).
@@ -165,8 +171,17 @@ def inference_function(model, shapes: Mapping[str, tuple[int, ...]], jit: bool
 
     model = fold_batch_norms(model)
     signature = {name: tf.TensorSpec((None, *shape), tf.float32) for name, shape in shapes.items()}
-    traced = tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature],
-                         jit_compile=jit)
+    affine = {name: norm_mod.minmax_affine(normalisation[name].min, normalisation[name].max)
+              for name in shapes} if normalisation is not None else {}
+
+    def call(inputs):
+        if affine:  # (x - offset) * scale, clipped: scale_minmax's operations, in its order
+            lo, hi = norm_mod.CLIP_RANGE
+            inputs = {name: tf.clip_by_value(tf.multiply(tf.subtract(x, affine[name][0]), affine[name][1]), lo, hi)
+                      for name, x in inputs.items()}
+        return model(inputs, training=False)
+
+    traced = tf.function(call, input_signature=[signature], jit_compile=jit)
     if jit:
         return traced
     frozen = convert_variables_to_constants_v2(traced.get_concrete_function())
@@ -192,7 +207,8 @@ class TrainedModel:
     def __init__(self, model, meta: Mapping[str, object], normalisation: Mapping[str, norm_mod.MinMax],
                  history: pd.DataFrame | None = None) -> None:
         self.model = model
-        self._forward, self._jit = None, False  # the keras forward pass as a tf.function, built when first used
+        # the keras forward passes, of normalised (False) and of raw finite (True) inputs, each built when first used
+        self._forwards: dict[bool, Callable[[Mapping[str, np.ndarray]], object]] = {}
         self.meta = dict(meta)
         self.normalisation = dict(normalisation)
         self.history = history
@@ -251,20 +267,27 @@ class TrainedModel:
             n = a.shape[0]
         return int(n or 0)
 
-    def predict_proba_normalised(self, xn: Mapping[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-        """(N, K) float32 probabilities of already normalised, finite inputs (no checks, no masking)."""
+    def predict_proba_normalised(self, xn: Mapping[str, np.ndarray], batch_size: int = 4096, *,
+                                 raw: bool = False) -> np.ndarray:
+        """(N, K) float32 probabilities of already normalised, finite inputs (no checks, no masking).
+
+        ``raw``: the finite inputs are not normalised yet; a keras model's forward pass normalises them.
+        """
         k = len(self.class_ids)
         if self.family == "keras":
             n = next(iter(xn.values())).shape[0] if xn else 0
-            parts = [self._keras_forward({name: a[start:start + batch_size] for name, a in xn.items()}, batch_size)
-                     for start in range(0, n, batch_size)]
+            parts = [self._keras_forward({name: a[start:start + batch_size] for name, a in xn.items()}, batch_size,
+                                         raw) for start in range(0, n, batch_size)]
             return np.concatenate(parts).reshape(-1, k) if parts else np.zeros((0, k), np.float32)
+        if raw:
+            xn = {name: norm_mod.scale_minmax(np.asarray(xn[name]), self.normalisation[name].min,
+                                              self.normalisation[name].max) for name in self.input_shapes}
         p = self.model.predict_proba(rf.flatten_inputs(xn))
         out = np.zeros((p.shape[0], k), dtype=np.float32)
         out[:, np.asarray(self.model.classes_, dtype=int)] = p  # classes absent from training stay at 0
         return out
 
-    def _keras_forward(self, xn: Mapping[str, np.ndarray], batch_size: int) -> np.ndarray:
+    def _keras_forward(self, xn: Mapping[str, np.ndarray], batch_size: int, raw: bool = False) -> np.ndarray:
         """(n, K) float32 probabilities of one batch of at most ``batch_size`` through the keras model.
 
         The forward pass is traced once (:func:`inference_function`) with its batch axis left open, so every
@@ -274,16 +297,17 @@ class TrainedModel:
         compiled with XLA; a short batch is then padded to ``batch_size``, so that one shape, and one
         compilation, serves every call.
         """
-        if self._forward is None:
-            base = self.name.removesuffix("_finetuned")
-            self._jit = base in MODEL_MODULES and get_spec(base).jit_predict
-            self._forward = inference_function(self.model, self.input_shapes, self._jit)
+        base = self.name.removesuffix("_finetuned")
+        jit = base in MODEL_MODULES and get_spec(base).jit_predict
+        if raw not in self._forwards:
+            self._forwards[raw] = inference_function(self.model, self.input_shapes, jit,
+                                                     self.normalisation if raw else None)
         batch = {name: np.asarray(xn[name], dtype=np.float32) for name in self.input_shapes}
         n = next(iter(batch.values())).shape[0]
-        if self._jit and n < batch_size:
+        if jit and n < batch_size:
             batch = {name: np.concatenate([a, np.zeros((batch_size - n, *a.shape[1:]), np.float32)])
                      for name, a in batch.items()}
-        return np.asarray(self._forward(batch), dtype=np.float32)[:n]
+        return np.asarray(self._forwards[raw](batch), dtype=np.float32)[:n]
 
     def predict_proba(self, x: Mapping[str, np.ndarray], batch_size: int = 4096, *,
                       warn_missing: bool = True, finite: bool = False) -> np.ndarray:
@@ -296,9 +320,7 @@ class TrainedModel:
         """
         n = self._check(x)
         if finite:
-            xn = {name: norm_mod.scale_minmax(np.asarray(x[name]), self.normalisation[name].min,
-                                              self.normalisation[name].max) for name in self.input_shapes}
-            return self.predict_proba_normalised(xn, batch_size)
+            return self.predict_proba_normalised({name: x[name] for name in self.input_shapes}, batch_size, raw=True)
         k = len(self.class_ids)
         used = {name: np.asarray(x[name]) for name in self.input_shapes}
         xn, miss = norm_mod.apply_inputs(used, self.normalisation)
