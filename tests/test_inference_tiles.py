@@ -17,7 +17,8 @@ from tilecubes import BANDS, DATES, GRID, NAN_PIXELS, TILE, cube, truth_map, wri
 
 from cropflow.cube import cube_inputs, open_cube, stored_input
 from cropflow.grid import make_tiles, neighbour_tiles, tile_grid
-from cropflow.halo import column_pieces, copy_pixel_major, pad_edges, patch_gaps, place, read_block, samples_at
+from cropflow.halo import (column_pieces, copy_pixel_major, finite_series, pad_edges, patch_gaps, place, read_block,
+                          samples_at)
 from cropflow.inference import infer_tile
 from cropflow.legend import Legend
 from cropflow.mosaic import mosaic
@@ -354,3 +355,13 @@ def test_infer_command_with_a_pixel_model_caps_the_pools_without_loading_tensorf
     assert out["rc"] == 0 and (tmp_path / "c.tif").exists()
     assert not out["tf"], "a random forest job must not load TensorFlow"
     assert out["pools"] and set(out["pools"]) == {1}
+
+
+def test_finite_series_is_exact_for_nan_inf_and_sums_beyond_float32():
+    a = np.ones((3, 4, 5, 2), np.float32)
+    a[0, 1, 2, 1] = np.nan
+    a[1, 2, 0, 0] = np.inf
+    a[2, 3, :, :] = 3e38  # every value finite, their sum is not
+    a[2, 0, 0, 0], a[2, 0, 1, 0] = np.inf, -np.inf
+    np.testing.assert_array_equal(finite_series(a), np.isfinite(a).all(axis=(2, 3)))
+    assert finite_series(a)[2, 3] and not finite_series(a)[2, 0]
