@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -451,3 +452,18 @@ def test_read_ahead_raises_the_read_error_at_its_item():
         for item, _ in read_ahead(read, range(4)):
             got.append(item)
     assert got == [0, 1]
+
+
+def test_background_threads_leave_the_cores_to_the_model():
+    """The read-ahead and write-behind threads run in SCHED_IDLE (Linux), the calling thread keeps its policy."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cropflow.inference import _yield_to_compute
+
+    if not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("no SCHED_IDLE on this platform")
+    with ThreadPoolExecutor(1, initializer=_yield_to_compute) as pool:
+        policy = pool.submit(lambda: os.sched_getscheduler(threading.get_native_id())).result()
+    assert policy == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
