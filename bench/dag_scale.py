@@ -8,14 +8,16 @@ inputs that carry what the inventory reads when the DAG is built, and empty pixe
   pixel) empty GeoTIFF, and one ``<pair>_coh.tif`` per consecutive same-platform pass pair of a track;
 - Sentinel-2 L2A SAFE products (``write_l2a_placeholder``): 30 dates x every MGRS tile meeting the province,
   with real names and MTD_MSIL2A.xml, empty band files and a 2 x 2 pixel SCL that gives the footprint;
-- an AOI, empty parcels and cropland-mask files, and a config with the defaults of config/config.yaml.
+- an AOI, empty parcels and cropland-mask files, and a config with the defaults of config/config.yaml but
+  ``stack.block_tiles`` (--block-tiles, default 3: one stack job per 3 x 3 tiles).
 
-Then it times ``snakemake -n`` (wall time and the child's peak RSS from ``wait4``) on the whole province and on
-a smaller one in the same run, marks every output of the plan done (empty files and folders, then
-``snakemake --touch`` so Snakemake records them), adds one S1 scene (a new pass of one track, one slice, with
-its coherence pair) and checks that the next dry run holds only that scene's jobs and the ones it affects.
+Then it times ``snakemake -n`` (wall time and the child's peak RSS from ``wait4``) on the whole province (with
+the inventory cache cold, then warm) and on a smaller one in the same run, marks every output of the plan done
+(empty files and folders, then ``snakemake --touch`` so Snakemake records them), adds one S1 scene (a new pass
+of one track, one slice, with its coherence pair) and checks that the next dry run holds only that scene's jobs
+and the ones it affects.
 
-    .venv/bin/python bench/dag_scale.py [--tiles 70 70] [--small 22 22] [--keep DIR] [--no-rerun]
+    .venv/bin/python bench/dag_scale.py [--tiles 70 70] [--small 22 22] [--block-tiles 3] [--keep DIR] [--no-rerun]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -41,7 +44,7 @@ from affine import Affine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from cropflow.grid import ProjectGrid  # noqa: E402
+from cropflow.grid import ProjectGrid, block_id, tile_id  # noqa: E402
 from cropflow.simulate.scene import s2_tiles_for  # noqa: E402
 from cropflow.simulate.sentinel1 import scene_name  # noqa: E402
 from cropflow.simulate.sentinel2 import write_l2a_placeholder  # noqa: E402
@@ -68,6 +71,7 @@ class Province:
     tiles_y: int
     passes: int
     slices: int
+    block_tiles: int = 1
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -76,6 +80,11 @@ class Province:
     @property
     def n_tiles(self) -> int:
         return self.tiles_x * self.tiles_y
+
+    @property
+    def tile_ids(self) -> list[str]:
+        return [tile_id(ORIGIN[0] + TILE * i, ORIGIN[1] + TILE * j) for i in range(self.tiles_x)
+                for j in range(self.tiles_y)]
 
 
 def _absolute_orbit(platform: str, relative: int, when: datetime) -> int:
@@ -172,15 +181,16 @@ def write_config(province: Province) -> None:
     })
     config["season"] = {"start": "04-01", "end": "10-31"}
     config["s1"]["engine"] = "preprocessed"
+    config["stack"]["block_tiles"] = province.block_tiles
     (province.workdir / "config").mkdir(parents=True, exist_ok=True)
     with open(province.workdir / "config" / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
 
 
 def write_province(workdir: Path, tiles_x: int = 70, tiles_y: int = 70, passes: int = 25, slices: int = 2,
-                   s2_dates: int = 30) -> Province:
+                   s2_dates: int = 30, block_tiles: int = 1) -> Province:
     """Write a province's AOI, placeholder inputs and config into ``workdir`` (see the module docstring)."""
-    province = Province(Path(workdir), tiles_x, tiles_y, passes, slices)
+    province = Province(Path(workdir), tiles_x, tiles_y, passes, slices, block_tiles)
     province.workdir.mkdir(parents=True, exist_ok=True)
     gpd.GeoDataFrame({"name": ["province"]}, geometry=[shapely.box(*province.bounds)], crs=CRS).to_file(
         province.workdir / "aoi.geojson", driver="GeoJSON")
@@ -203,12 +213,14 @@ def add_s1_scene(province: Province) -> tuple[str, tuple[float, float, float, fl
     return scene, slice_extent(province, 0, 0)
 
 
-def tiles_touched(province: Province, bounds: tuple[float, float, float, float], min_area: float = 100.0) -> int:
-    """The number of the province's tiles that ``bounds`` overlaps by at least ``min_area`` (one 10 m pixel)."""
+def tiles_touched(province: Province, bounds: tuple[float, float, float, float], min_area: float = 100.0
+                  ) -> list[str]:
+    """The ids of the province's tiles that ``bounds`` overlaps by at least ``min_area`` (one 10 m pixel)."""
     left, bottom, _, _ = province.bounds
     x, y = np.meshgrid(left + TILE * np.arange(province.tiles_x), bottom + TILE * np.arange(province.tiles_y))
-    tiles = shapely.box(x.ravel(), y.ravel(), x.ravel() + TILE, y.ravel() + TILE)
-    return int((shapely.area(shapely.intersection(tiles, shapely.box(*bounds))) >= min_area).sum())
+    x, y = x.ravel(), y.ravel()
+    hit = shapely.area(shapely.intersection(shapely.box(x, y, x + TILE, y + TILE), shapely.box(*bounds))) >= min_area
+    return [tile_id(a, b) for a, b in zip(x[hit], y[hit])]
 
 
 # ---------------------------------------------------------------------------------------------- snakemake
@@ -291,18 +303,22 @@ def mark_done(workdir: Path, outputs: list[str]) -> float:
     return seconds
 
 
-def expected_rerun(n_tiles: int, touched: int, models: int) -> dict[str, int]:
-    """The jobs one new single-slice S1 scene (with its coherence pair) causes once every output is there: its
-    import and features, its pair's import, the stacks and training samples of the tiles it overlaps, then
-    everything fed by the merged samples (training, evaluation, every tile's map, mosaics, STAC, figures).
+def expected_rerun(tiles: Sequence[str], touched: Sequence[str], block_tiles: int, models: int) -> dict[str, int]:
+    """The jobs one new single-slice S1 scene (with its coherence pair) causes once every output is there, in a
+    province of ``tiles`` stacked in blocks of ``block_tiles`` x ``block_tiles``: its import and features, its
+    pair's import, the stack blocks holding the ``touched`` tiles and the training samples of those blocks'
+    tiles, then everything fed by the merged samples (training, evaluation, every tile's map, mosaics, STAC,
+    figures).
 
     After a real run the inventory tables (rules inventory and inventory_report) are redone as well, because
     the product list in their params changed; ``mark_done``'s ``snakemake --touch`` records no params, so that
     trigger cannot fire on a touched plan and they are not listed here."""
+    blocks = {block_id(t, block_tiles, TILE) for t in touched}
+    restacked = sum(block_id(t, block_tiles, TILE) in blocks for t in tiles)
     return {
         "s1_import_scene": 1, "s1_import_pair": 1, "s1_features": 1,
-        "stack": touched, "samples_tile": touched, "samples_merge": 3, "profiles": 1,
-        "train": models, "evaluate": models, "compare": 1, "infer": models * n_tiles, "mosaic": models,
+        "stack": len(blocks), "samples_tile": restacked, "samples_merge": 3, "profiles": 1,
+        "train": models, "evaluate": models, "compare": 1, "infer": models * len(tiles), "mosaic": models,
         "mosaic_uncertainty": models, "quicklook": models, "uncertainty_quicklook": models, "stac": 1,
         "areas": models, "interpret": models, "all": 1,
     }
@@ -319,6 +335,8 @@ def main() -> None:
                         help="tiles of 10 km west-east and south-north (default 70 70: 4,900 tiles)")
     parser.add_argument("--small", type=int, nargs=2, default=(22, 22), metavar=("X", "Y"),
                         help="the smaller province timed in the same run (default 22 22: 484 tiles)")
+    parser.add_argument("--block-tiles", type=int, default=3,
+                        help="config stack.block_tiles: tiles per stack job along each side (default 3)")
     parser.add_argument("--keep", type=Path, help="write the provinces here and keep them")
     parser.add_argument("--no-rerun", action="store_true", help="skip the one-new-scene check")
     args = parser.parse_args()
@@ -327,7 +345,7 @@ def main() -> None:
         runs = {}
         for label, (tx, ty) in (("small", args.small), ("province", args.tiles)):
             t = time.perf_counter()
-            province = write_province(root / label, tx, ty)
+            province = write_province(root / label, tx, ty, block_tiles=args.block_tiles)
             print(f"{label}: wrote {province.n_tiles} tiles' inputs in {time.perf_counter() - t:.1f} s", flush=True)
             run = dry_run(province.workdir)
             runs[label] = (province, run)
@@ -337,6 +355,8 @@ def main() -> None:
         print(f"tiles {big.n_tiles / small.n_tiles:.1f}x, jobs {b_run.total / s_run.total:.1f}x, "
               f"wall {b_run.seconds / s_run.seconds:.1f}x, CPU {b_run.cpu / s_run.cpu:.1f}x, "
               f"RSS {b_run.rss_mib / s_run.rss_mib:.1f}x")
+        warm = dry_run(big.workdir)
+        print(f"province, snakemake -n again (inventory cache warm): {rate(warm)}", flush=True)
         if args.no_rerun:
             return
         touch = mark_done(big.workdir, b_run.outputs)
@@ -346,7 +366,7 @@ def main() -> None:
         scene, bounds = add_s1_scene(big)
         after = dry_run(big.workdir)
         models = b_run.jobs.get("train", 0)
-        expected = expected_rerun(big.n_tiles, tiles_touched(big, bounds), models)
+        expected = expected_rerun(big.tile_ids, tiles_touched(big, bounds), big.block_tiles, models)
         expected = {k: v for k, v in expected.items() if k in b_run.jobs}
         print(f"+1 scene {scene}: {rate(after)}")
         for rule in sorted(set(after.jobs) | set(expected)):

@@ -115,6 +115,7 @@ wildcard_constraints:
     pair=r"R\d{3}_\d{8}_\d{8}",
     consumer=r"scene|R\d{3}_\d{8}_\d{8}",
     tile=r"E\d{7}N\d{7}",
+    block=r"E\d{7}N\d{7}(x\d+)?",
     model=r"[a-z0-9_]+",
     split=r"train|val|test",
 
@@ -242,16 +243,38 @@ def get_s2_layer_products(wildcards):
 
 
 def get_stack_inputs(wildcards):
-    used = PLAN.tile_inputs[wildcards.tile]
-    # f-strings rather than expand(): this runs once per tile, thousands of times for a province
-    return {
-        "s1": [f"results/s1/features/{acq}.tif" for acq in used["s1"]],
-        "coh": [f"results/s1/pairs/{pair}_coh.tif" for pair in used["coh"]] if config["s1"]["coherence"] else [],
-        # each layer's sidecar (.json, read next to its .tif) is made by the same job: listing it too would only
-        # add an input per layer and tile to the DAG (bench/dag_scale.py)
-        "s2": [f"results/s2/layers/{layer}.tif" for layer in used["s2"]],
-        "grid": "results/grid/grid.json",
-    }
+    """The products of every tile of a stack block (each listed once) and the grid."""
+    tiles = PLAN.blocks[wildcards.block]
+    used = {source: stack_paths(source, sorted({i for tile in tiles for i in PLAN.tile_inputs[tile][source]}))
+            for source in ("s1", "coh", "s2")}
+    return {**used, "grid": "results/grid/grid.json"}
+
+
+def stack_paths(source, ids):
+    # f-strings rather than expand(): this runs for every block, thousands of times for a province
+    if source == "s1":
+        return [f"results/s1/features/{acq}.tif" for acq in ids]
+    if source == "coh":
+        return [f"results/s1/pairs/{pair}_coh.tif" for pair in ids] if config["s1"]["coherence"] else []
+    # each layer's sidecar (.json, read next to its .tif) is made by the same job: listing it too would only add
+    # an input per layer and block to the DAG (bench/dag_scale.py)
+    return [f"results/s2/layers/{layer}.tif" for layer in ids]
+
+
+def get_stack_selection(wildcards):
+    """{tile: {source: products}} of a stack block: which of the block's products each tile's cube stacks."""
+    return as_json({tile: {source: stack_paths(source, ids) for source, ids in PLAN.tile_inputs[tile].items()}
+                    for tile in PLAN.blocks[wildcards.block]})
+
+
+def tile_cube(tile):
+    """The cube of a tile, in the folder its stack block writes."""
+    return f"results/cubes/{PLAN.tile_block[tile]}/{tile}.zarr"
+
+
+def tile_cubes(tiles):
+    """The stack block folders holding the cubes of ``tiles`` (each once; the inputs of a job reading them)."""
+    return sorted({f"results/cubes/{PLAN.tile_block[tile]}" for tile in tiles})
 
 
 def get_stack_bands():
@@ -261,23 +284,45 @@ def get_stack_bands():
     return {"s1": s1, "coh": list(config["s1"]["coherence"]), "s2": list(config["s2"]["bands"])}
 
 
-def get_infer_neighbours(wildcards):
-    """The cubes of the tiles around a tile, from which a patch model reads its halo ([] for pixel models)."""
-    if model_kind(wildcards.model) != "patch":
+def tile_neighbours(wildcards, patches):
+    """The tiles around a tile, from which patches are read across its edges ([] without ``patches``)."""
+    if not patches:
         return []
     from cropflow.grid import neighbour_tiles
 
-    return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
+    return neighbour_tiles(PLAN.tiles, wildcards.tile)
 
 
-def get_samples_neighbours(wildcards):
-    """The cubes of the tiles around a tile, from which its training patches are read across the tile edges
-    ([] without patches)."""
-    if not config["samples"]["patches"]:
-        return []
-    from cropflow.grid import neighbour_tiles
+def tile_cube_inputs(wildcards, patches):
+    """{"cube": the stack folder holding a tile's cube, "neighbours": those holding the cubes of the tiles around
+    it (other than the tile's own), from which patches across the tile's edges are read (none without
+    ``patches``)}. One input function per job for both: the DAG of a province calls it for every tile."""
+    own = tile_cubes([wildcards.tile])
+    return {"cube": own, "neighbours": [b for b in tile_cubes(tile_neighbours(wildcards, patches)) if b not in own]}
 
-    return expand("results/cubes/{tile}.zarr", tile=neighbour_tiles(PLAN.tiles, wildcards.tile))
+
+def tile_cube_args(wildcards, patches):
+    """The arguments naming the cubes of :func:`tile_cube_inputs`: ``--cube <cube> --neighbours <cubes>``."""
+    return " ".join(["--cube", tile_cube(wildcards.tile), "--neighbours",
+                     *map(tile_cube, tile_neighbours(wildcards, patches))])
+
+
+def get_infer_inputs(wildcards):
+    """:func:`tile_cube_inputs` of a map tile: a patch model reads its halo from the neighbours, a pixel model not."""
+    return tile_cube_inputs(wildcards, model_kind(wildcards.model) == "patch")
+
+
+def get_infer_cube_args(wildcards):
+    return tile_cube_args(wildcards, model_kind(wildcards.model) == "patch")
+
+
+def get_samples_inputs(wildcards):
+    """:func:`tile_cube_inputs` of a tile's training samples: the neighbours when the samples hold patches."""
+    return tile_cube_inputs(wildcards, config["samples"]["patches"])
+
+
+def get_samples_cube_args(wildcards):
+    return tile_cube_args(wildcards, config["samples"]["patches"])
 
 
 def get_model_params(wildcards):
@@ -323,7 +368,7 @@ def get_stac_inputs(wildcards):
         maps += expand("results/maps/{model}/{tile}_{kind}.tif", model=model, tile=TILES,
                        kind=["class", "uncertainty"])
         maps += [f"results/maps/{model}/mosaic.tif", f"results/maps/{model}/mosaic_uncertainty.tif"]
-    return {"maps": maps, "cubes": expand("results/cubes/{tile}.zarr", tile=TILES)}
+    return {"maps": maps, "cubes": tile_cubes(TILES)}
 
 
 def get_change_inputs(wildcards):

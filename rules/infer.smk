@@ -4,8 +4,7 @@
 
 rule infer:
     input:
-        cube="results/cubes/{tile}.zarr",
-        neighbours=get_infer_neighbours,
+        unpack(get_infer_inputs),
         model="results/models/{model}",
         legend=config["legend"],
         grid="results/grid/grid.json",
@@ -13,6 +12,7 @@ rule infer:
         classes="results/maps/{model}/{tile}_class.tif",
         uncertainty="results/maps/{model}/{tile}_uncertainty.tif",
     params:
+        cubes=get_infer_cube_args,
         window=config["inference"]["window_rows"],
         batch=config["inference"]["batch_size"],
         proba=lambda wildcards: (
@@ -31,7 +31,7 @@ rule infer:
     conda:
         "../envs/ml.yaml"
     shell:
-        "python -m cropflow infer --cube {input.cube} --neighbours {input.neighbours} --grid {input.grid}"
+        "python -m cropflow infer {params.cubes} --grid {input.grid}"
         " --model-dir {input.model} --legend {input.legend}"
         " --window-rows {params.window} --batch-size {params.batch} --threads {threads}"
         " --out-class {output.classes} --out-uncertainty {output.uncertainty} {params.proba} > {log} 2>&1"

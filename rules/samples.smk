@@ -4,8 +4,7 @@
 
 rule samples_tile:
     input:
-        cube="results/cubes/{tile}.zarr",
-        neighbours=get_samples_neighbours,
+        unpack(get_samples_inputs),
         grid="results/grid/grid.json",
         classes="results/labels/{tile}_class.tif",
         parcel_ids="results/labels/{tile}_parcel.tif",
@@ -18,6 +17,7 @@ rule samples_tile:
         val=directory("results/samples/tiles/{tile}/val.zarr"),
         test=directory("results/samples/tiles/{tile}/test.zarr"),
     params:
+        cubes=get_samples_cube_args,
         per_parcel=config["samples"]["pixels_per_parcel"],
         patch=config["samples"]["patch_size"] if config["samples"]["patches"] else 0,
         seed=config["seed"],
@@ -28,7 +28,7 @@ rule samples_tile:
     conda:
         "../envs/geo.yaml"
     shell:
-        "python -m cropflow samples-tile --cube {input.cube} --neighbours {input.neighbours} --grid {input.grid}"
+        "python -m cropflow samples-tile {params.cubes} --grid {input.grid}"
         " --classes {input.classes}"
         " --parcel-ids {input.parcel_ids} --parcels {input.parcels} --tiles {input.tiles}"
         " --tile {wildcards.tile} --legend {input.legend} --pixels-per-parcel {params.per_parcel}"

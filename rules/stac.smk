@@ -11,6 +11,7 @@ rule stac:
         maps="results/maps",
         models=MAPPED_MODELS,
         tiles=TILES,
+        cubes=[tile_cube(tile) for tile in TILES],
         config=as_json(config),
         proba="--probabilities" if config["inference"]["probabilities"] else "",
     log:
@@ -20,5 +21,5 @@ rule stac:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow stac --maps {params.maps} --models {params.models} --tiles {params.tiles}"
-        " --cubes {input.cubes} --legend {input.legend} --config {params.config} {params.proba}"
+        " --cubes {params.cubes} --legend {input.legend} --config {params.config} {params.proba}"
         " --out {output} > {log} 2>&1"

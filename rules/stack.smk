@@ -1,4 +1,5 @@
-# Feature cube per tile: the products whose footprint overlaps the tile, on the cube's time axis.
+# Feature cubes, one job per block of stack.block_tiles x stack.block_tiles tiles (a block of 1 tile by default):
+# each tile's cube from the products whose footprint overlaps that tile, on the cube's time axis.
 
 
 rule stack:
@@ -6,8 +7,9 @@ rule stack:
         unpack(get_stack_inputs),
         tiles="results/grid/tiles.gpkg",
     output:
-        directory("results/cubes/{tile}.zarr"),
+        directory("results/cubes/{block}"),
     params:
+        inputs=get_stack_selection,
         bands=as_json(get_stack_bands()),
         dates=lambda wildcards: as_json(PLAN.target_dates),
         mode=config["stack"]["mode"],
@@ -15,14 +17,14 @@ rule stack:
         knn_k=config["stack"]["knn_k"],
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=60 * config["stack"]["block_tiles"] ** 2,
     log:
-        "logs/stack/{tile}.log",
+        "logs/stack/{block}.log",
     benchmark:
-        "benchmarks/stack/{tile}.tsv"
+        "benchmarks/stack/{block}.tsv"
     conda:
         "../envs/geo.yaml"
     shell:
-        "python -m cropflow stack --tile {wildcards.tile} --grid {input.grid} --tiles {input.tiles}"
-        " --s1 {input.s1} --coh {input.coh} --s2 {input.s2} --bands {params.bands} --dates {params.dates}"
+        "python -m cropflow stack --inputs {params.inputs} --grid {input.grid} --tiles {input.tiles}"
+        " --bands {params.bands} --dates {params.dates}"
         " --mode {params.mode} --gapfill {params.gapfill} --knn-k {params.knn_k} --out {output} > {log} 2>&1"

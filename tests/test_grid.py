@@ -7,7 +7,7 @@ import pytest
 import shapely
 from rasterio.windows import Window
 
-from cropflow.grid import (ProjectGrid, make_tiles, neighbour_tiles, project_grid, snap_bounds, tile_grid,
+from cropflow.grid import (ProjectGrid, block_id, make_tiles, neighbour_tiles, project_grid, snap_bounds, tile_grid,
                            utm_crs_for)
 
 UTM52 = "EPSG:32652"
@@ -168,3 +168,17 @@ def test_neighbour_tiles_are_the_up_to_eight_touching_tiles():
         "E0320000N5340000", "E0330000N5340000"]
     with pytest.raises(KeyError, match="E0999999N9999999"):
         neighbour_tiles(tiles, "E0999999N9999999")
+
+
+def test_block_id_anchors_blocks_on_the_tile_lattice():
+    assert block_id("E0340000N5310000", 1, 10000) == "E0340000N5310000"
+    # the 2 x 2 block of 10 km tiles anchored at multiples of 20 km
+    same = {block_id(t, 2, 10000) for t in ("E0340000N5300000", "E0350000N5300000", "E0340000N5310000",
+                                             "E0350000N5310000")}
+    assert same == {"E0340000N5300000x2"}
+    assert block_id("E0360000N5300000", 2, 10000) == "E0360000N5300000x2"
+    assert block_id("E0350000N5310000", 3, 10000) == "E0330000N5310000x3"
+    with pytest.raises(ValueError, match="not a tile id"):
+        block_id("T1", 2, 10000)
+    with pytest.raises(ValueError, match="at least 1"):
+        block_id("E0340000N5310000", 0, 10000)

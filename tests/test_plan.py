@@ -145,6 +145,18 @@ def test_tile_inputs(config, setup):
     assert acquisition_slices(plan, ACQ1) == [SCENE1]
 
 
+def test_stack_blocks_group_the_tiles_of_block_tiles_squares(config):
+    """One stack block per tile by default (the block is the tile); with stack.block_tiles 2 each block holds the
+    tiles of its 2 x 2 square of the lattice, every tile in exactly one block."""
+    plan = build_plan(config)
+    assert plan.blocks == {t: [t] for t in TILES} and plan.tile_block == {t: t for t in TILES}
+    two = build_plan(variant(config, stack__block_tiles=2))
+    assert sorted(t for tiles in two.blocks.values() for t in tiles) == sorted(TILES)
+    assert len(two.blocks) < len(TILES)
+    for block, tiles in two.blocks.items():
+        assert block.endswith("x2") and all(two.tile_block[t] == block for t in tiles)
+
+
 def test_regular_target_dates(config):
     plan = build_plan(config)
     expected = [str(d) for d in regular_dates(2023, "05-06", "09-27", 12)]

@@ -432,15 +432,15 @@ def test_job_killed_mid_write_is_redone_and_no_half_output_trusted(demo, tmp_pat
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
-        while not list(cubes.glob(f".{tile}.zarr.*.part/out.zarr/*")):  # the stack job is writing the cube
+        while not list(cubes.glob(f".{tile}.*.part/out/.{tile}.zarr.*.part/out.zarr/*")):  # the stack job writes
             assert run.poll() is None, "the run ended before the stack job wrote: " + run.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline, "the stack job never started writing"
             time.sleep(0.05)
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # snakemake and its job at once: nothing can clean up
         run.wait()
-    assert not (cubes / f"{tile}.zarr").exists(), "the half-written cube never takes the output's name"
-    assert list(cubes.glob(f".{tile}.zarr.*.part")), "the killed writer's temporary is left behind"
+    assert not (cubes / tile).exists(), "the half-written cubes never take the output's name"
+    assert list(cubes.glob(f".{tile}.*.part")), "the killed writer's temporary is left behind"
     locked = snakemake(work, target, check=False)  # the killed run's lock stays: the user unlocks, as told
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
     snakemake(work, "--unlock")
@@ -449,8 +449,8 @@ def test_job_killed_mid_write_is_redone_and_no_half_output_trusted(demo, tmp_pat
     # the killed stack job again and the kept model's map of its tile (and the tile's samples, which the cube
     # feeds, but no training)
     assert jobs == {"stack": 1, "infer": 1, "samples_tile": 1, "samples_merge": 2}, jobs
-    assert not list(cubes.glob(f".{tile}.zarr.*.part")), "the rerun removed the killed writer's temporary"
-    cube = open_cube(cubes / f"{tile}.zarr")
+    assert not list(cubes.glob(f".{tile}.*.part")), "the rerun removed the killed writer's temporary"
+    cube = open_cube(cubes / tile / f"{tile}.zarr")
     assert any(name.startswith("S2B_20230829") for name in cube.attrs["products"]["s2"]), cube.attrs["products"]
     assert (work / "results" / "models" / "rf").stat().st_mtime_ns == model_mtime, "the kept model is not retrained"
     with rasterio.open(work / target) as src:
@@ -527,7 +527,7 @@ def test_alternative_settings_run_end_to_end(tmp_path):
     subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
                    check=True, cwd=tmp_path, env=env, capture_output=True)
     snakemake(tmp_path)
-    cube = open_cube(tmp_path / "results" / "cubes" / f"{TILES[0]}.zarr")
+    cube = open_cube(tmp_path / "results" / "cubes" / TILES[0] / f"{TILES[0]}.zarr")
     assert {"s1", "coh", "s2"} <= set(cube.data_vars)
     acquisitions = pd.read_csv(tmp_path / "results" / "inventory" / "s1_acquisitions.csv")
     assert acquisitions["slices"].map(lambda s: len(json.loads(s))).eq(2).all()
@@ -645,7 +645,7 @@ def mosaic_demo(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "cropflow", "simulate", "--config", "config/config.yaml", "--out", "data"],
                    check=True, cwd=workdir, env=env, capture_output=True)
     snakemake(workdir, "results/inventory/report.csv", "results/inventory/s2_layers.csv",
-              *[f"results/cubes/{t}.zarr" for t in EDGE_TILES])
+              *[f"results/cubes/{t}" for t in EDGE_TILES])
     return workdir
 
 
@@ -680,7 +680,7 @@ def test_multi_tile_multi_slice_dates_become_one_layer(mosaic_demo):
     assert len(report) == 4 + 6 and (report["status"] == "used").all()
     assert sorted(report.loc[report["sensor"] == "S1", "tile_or_slice"]) == ["slice 7"] * 3 + ["slice 8"] * 3
     for tile in EDGE_TILES:
-        cube = open_cube(mosaic_demo / "results" / "cubes" / f"{tile}.zarr")
+        cube = open_cube(mosaic_demo / "results" / "cubes" / tile / f"{tile}.zarr")
         assert cube.attrs["products"]["s2"] == [f"{layer}.tif" for layer in layers["layer"]]
         assert len(cube.attrs["products"]["s1"]) == 3
 

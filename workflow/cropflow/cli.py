@@ -500,29 +500,39 @@ def _labels_tile(a):
 # --- stack and samples ----------------------------------------------------------------------------------
 
 def _stack_args(p):
-    _required("tile", "grid", "tiles")(p)
-    p.add_argument("--s1", nargs="*", default=[])
-    p.add_argument("--coh", nargs="*", default=[])
-    p.add_argument("--s2", nargs="*", default=[])
+    _required("grid", "tiles")(p)
+    p.add_argument("--inputs", type=_json, required=True,
+                   help='{tile: {"s1": [feature rasters], "coh": [coherence rasters], "s2": [layer rasters]}}: the '
+                        "tiles to stack and the products overlapping each")
     p.add_argument("--bands", type=_json, required=True, help='{"s1": [...], "coh": [...], "s2": [...]}')
     p.add_argument("--dates", type=_json, required=True, help='{"s1": [ISO dates], ...} target dates')
     p.add_argument("--mode", default="chronological")
     p.add_argument("--gapfill", default="interpolate")
     p.add_argument("--knn-k", type=int, default=4)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder of the cubes, <tile>.zarr each; it appears when all are done")
 
 
-@command("stack", "a tile's feature cube (Zarr) from the per-scene products overlapping it", _stack_args)
+@command("stack", "the feature cubes (Zarr) of some tiles from the per-scene products overlapping each", _stack_args)
 def _stack(a):
+    from pathlib import Path
+
+    import geopandas as gpd
     import numpy as np
 
     from cropflow import stack
+    from cropflow.atomic import atomic_path
+    from cropflow.grid import tile_grid
 
-    layers = {"s1": stack.s1_layers(a.s1, a.bands["s1"]), "coh": stack.coherence_layers(a.coh, a.bands["coh"]),
-              "s2": stack.s2_layers(a.s2, a.bands["s2"], a.tile)}
+    grid, tiles = _load_grid(a.grid), gpd.read_file(a.tiles)
     targets = {s: list(np.array(d, dtype="datetime64[D]")) for s, d in a.dates.items()}
-    stack.build_cube(layers, a.bands, targets, _tile_grid(a.grid, a.tiles, a.tile), a.tile, a.out,
-                     mode=a.mode, gapfill=a.gapfill, knn_k=a.knn_k)
+    with atomic_path(a.out, directory=True) as tmp:
+        Path(tmp).mkdir(parents=True)
+        for tile, used in a.inputs.items():
+            layers = {"s1": stack.s1_layers(used.get("s1", []), a.bands["s1"]),
+                      "coh": stack.coherence_layers(used.get("coh", []), a.bands["coh"]),
+                      "s2": stack.s2_layers(used.get("s2", []), a.bands["s2"], tile)}
+            stack.build_cube(layers, a.bands, targets, tile_grid(grid, tiles, tile), tile, Path(tmp) / f"{tile}.zarr",
+                             mode=a.mode, gapfill=a.gapfill, knn_k=a.knn_k)
 
 
 def _samples_tile_args(p):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import geopandas as gpd
@@ -121,6 +122,25 @@ def project_grid(aoi: gpd.GeoDataFrame, crs: str | None, resolution: float) -> P
 def tile_id(left: float, bottom: float) -> str:
     """A tile's id from its lower-left corner in metres: ``E0340000N5310000``."""
     return f"E{int(round(left)):07d}N{int(round(bottom)):07d}"
+
+
+_TILE_ID = re.compile(r"E(-?\d+)N(-?\d+)")
+
+
+def block_id(tile: str, block_tiles: int, tile_size: float) -> str:
+    """The id of the block of ``block_tiles`` x ``block_tiles`` tiles holding ``tile`` (blocks on the tile
+    lattice, anchored at multiples of ``block_tiles`` x ``tile_size``): the tile's own id when ``block_tiles`` is
+    1, else the block's lower-left corner as a tile id with the block side, ``E0340000N5300000x2``."""
+    if block_tiles < 1:
+        raise ValueError(f"block_tiles must be at least 1, got {block_tiles}")
+    if block_tiles == 1:
+        return tile
+    m = _TILE_ID.fullmatch(tile)
+    if m is None:
+        raise ValueError(f"{tile!r} is not a tile id (E<metres>N<metres>)")
+    span = block_tiles * tile_size
+    left, bottom = (math.floor(int(v) / span + 1e-9) * span for v in m.groups())
+    return f"{tile_id(left, bottom)}x{block_tiles}"
 
 
 def make_tiles(grid: ProjectGrid, aoi: gpd.GeoDataFrame, tile_size: float) -> gpd.GeoDataFrame:

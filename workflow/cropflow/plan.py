@@ -20,7 +20,7 @@ import pandas as pd
 import shapely
 
 from cropflow import inventory, layers
-from cropflow.grid import ProjectGrid, make_tiles, project_grid, read_aoi
+from cropflow.grid import ProjectGrid, block_id, make_tiles, project_grid, read_aoi
 from cropflow.stack import regular_dates
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ class Plan:
     s1_pairs: pd.DataFrame
     s2_scenes: pd.DataFrame
     tile_inputs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: the tiles each stack job stacks (config stack.block_tiles), block id -> tile ids, and back
+    blocks: dict[str, list[str]] = field(default_factory=dict)
+    tile_block: dict[str, str] = field(default_factory=dict)
     s1_skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
     target_dates: dict[str, list[str]] = field(default_factory=dict)
     #: same-date S2 layers (``layers.S2_LAYER_COLUMNS``) and S1 acquisitions (``layers.S1_ACQ_COLUMNS``)
@@ -231,8 +234,11 @@ def build_plan(config: dict) -> Plan:
         for source, df in (("s1", inv.s1_acquisitions.rename(columns={"acq": "scene"})), ("coh", inv.s1_pairs),
                            ("s2", inv.s2.layers.rename(columns={"layer": "scene"})))
     }
+    block_tiles = int(config["stack"].get("block_tiles", 1))
     for i, tile in enumerate(tiles["tile_id"]):
         plan.tile_inputs[tile] = {source: ids[i] for source, ids in per_source.items()}
+        block = plan.tile_block[tile] = block_id(tile, block_tiles, config["grid"]["tile_size"])
+        plan.blocks.setdefault(block, []).append(tile)
     plan.target_dates = target_dates(config, plan)
     return plan
 
@@ -303,3 +309,8 @@ def indexed_path(index: dict[str, str], value: str) -> str:
 
 def as_days(dates: list[str]) -> np.ndarray:
     return np.array(dates, dtype="datetime64[D]")
+
+
+def block_inputs(plan: Plan, block: str) -> dict[str, dict[str, list[str]]]:
+    """{tile: {source: product ids}} of the tiles of one stack block."""
+    return {tile: plan.tile_inputs[tile] for tile in plan.blocks[block]}
