@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -363,7 +362,8 @@ def infer_tile(
 
         n_valid = n_gaps = 0
         # each window is written in a background thread while the next one is predicted (at most one behind)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind", initializer=_yield_to_compute) as writer:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind",
+                                initializer=_yield_to_compute) as writer:
             written = None
             for (i, win), blocks in reads:
                 classes, proba, valid = predict_window(model, blocks, halo, class_ids, batch_size, legend.nodata)
