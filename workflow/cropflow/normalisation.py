@@ -98,7 +98,7 @@ def scale_minmax(x: np.ndarray, mn: np.ndarray, mx: np.ndarray, clip: tuple[floa
     x = np.asarray(x)
     offset, scale = minmax_affine(mn, mx)
     if x.shape[-1] != offset.size:
-        raise ValueError(f"apply_minmax: input has {x.shape[-1]} channels, the normalisation {offset.size}")
+        raise ValueError(f"normalisation: the input has {x.shape[-1]} channels, the normalisation {offset.size}")
     out = np.subtract(x, offset, dtype=np.float32)  # one new array; the rest is in place
     np.multiply(out, scale, out=out)
     return np.clip(out, clip[0], clip[1], out=out)

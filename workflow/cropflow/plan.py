@@ -309,8 +309,3 @@ def indexed_path(index: dict[str, str], value: str) -> str:
 
 def as_days(dates: list[str]) -> np.ndarray:
     return np.array(dates, dtype="datetime64[D]")
-
-
-def block_inputs(plan: Plan, block: str) -> dict[str, dict[str, list[str]]]:
-    """{tile: {source: product ids}} of the tiles of one stack block."""
-    return {tile: plan.tile_inputs[tile] for tile in plan.blocks[block]}
