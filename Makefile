@@ -35,12 +35,14 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
 
-# Conda lock files envs/<env>.linux-64.pin.txt (used by --sdm conda before the YAML); needs conda with access to
-# conda-forge and snakedeploy, so it runs on a user's machine, not in CI.
+# Conda lock files envs/<env>.linux-64.pin.txt (used by --sdm conda before the YAML): snakedeploy creates each
+# environment with conda (mamba when installed) from conda-forge and writes its explicit package list, so it
+# runs on a user's machine with conda, not in CI.
+CONDA_FRONTEND ?= $(shell command -v mamba >/dev/null && echo mamba || echo conda)
 lock-envs:
-	@command -v conda >/dev/null || { echo "lock-envs needs conda (and conda-forge) on PATH"; exit 1; }
+	@command -v $(CONDA_FRONTEND) >/dev/null || { echo "lock-envs needs conda (or mamba) with access to conda-forge on PATH"; exit 1; }
 	@command -v snakedeploy >/dev/null || { echo "lock-envs needs snakedeploy: pip install snakedeploy"; exit 1; }
-	snakedeploy pin-conda-envs envs/*.yaml
+	snakedeploy pin-conda-envs --conda-frontend $(CONDA_FRONTEND) $(sort $(wildcard envs/*.yaml))
 
 clean-demo:
 	rm -rf data/demo results logs .snakemake .cropflow

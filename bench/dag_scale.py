@@ -9,7 +9,7 @@ inputs that carry what the inventory reads when the DAG is built, and empty pixe
 - Sentinel-2 L2A SAFE products (``write_l2a_placeholder``): 30 dates x every MGRS tile meeting the province,
   with real names and MTD_MSIL2A.xml, empty band files and a 2 x 2 pixel SCL that gives the footprint;
 - an AOI, empty parcels and cropland-mask files, and a config with the defaults of config/config.yaml but
-  ``stack.block_tiles`` (--block-tiles, default 3: one stack job per 3 x 3 tiles).
+  ``grid.block_tiles`` (--block-tiles, default 3: one stack job per 3 x 3 tiles).
 
 Then it times ``snakemake -n`` (wall time and the child's peak RSS from ``wait4``) on the whole province (with
 the inventory cache cold, then warm) and on a smaller one in the same run, marks every output of the plan done
@@ -181,7 +181,7 @@ def write_config(province: Province) -> None:
     })
     config["season"] = {"start": "04-01", "end": "10-31"}
     config["s1"]["engine"] = "preprocessed"
-    config["stack"]["block_tiles"] = province.block_tiles
+    config["grid"]["block_tiles"] = province.block_tiles
     (province.workdir / "config").mkdir(parents=True, exist_ok=True)
     with open(province.workdir / "config" / "config.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
@@ -305,19 +305,18 @@ def mark_done(workdir: Path, outputs: list[str]) -> float:
 
 def expected_rerun(tiles: Sequence[str], touched: Sequence[str], block_tiles: int, models: int) -> dict[str, int]:
     """The jobs one new single-slice S1 scene (with its coherence pair) causes once every output is there, in a
-    province of ``tiles`` stacked in blocks of ``block_tiles`` x ``block_tiles``: its import and features, its
-    pair's import, the stack blocks holding the ``touched`` tiles and the training samples of those blocks'
-    tiles, then everything fed by the merged samples (training, evaluation, every tile's map, mosaics, STAC,
-    figures).
+    province of ``tiles`` in blocks of ``block_tiles`` x ``block_tiles`` (one stack, labels_tile and
+    samples_tile job each): its import and features, its pair's import, the stack and samples blocks holding the
+    ``touched`` tiles (samples without patches read only their block's cubes), then everything fed by the merged
+    samples (training, evaluation, every tile's map, mosaics, STAC, figures).
 
     After a real run the inventory tables (rules inventory and inventory_report) are redone as well, because
     the product list in their params changed; ``mark_done``'s ``snakemake --touch`` records no params, so that
     trigger cannot fire on a touched plan and they are not listed here."""
     blocks = {block_id(t, block_tiles, TILE) for t in touched}
-    restacked = sum(block_id(t, block_tiles, TILE) in blocks for t in tiles)
     return {
         "s1_import_scene": 1, "s1_import_pair": 1, "s1_features": 1,
-        "stack": len(blocks), "samples_tile": restacked, "samples_merge": 3, "profiles": 1,
+        "stack": len(blocks), "samples_tile": len(blocks), "samples_merge": 3, "profiles": 1,
         "train": models, "evaluate": models, "compare": 1, "infer": models * len(tiles), "mosaic": models,
         "mosaic_uncertainty": models, "quicklook": models, "uncertainty_quicklook": models, "stac": 1,
         "areas": models, "interpret": models, "all": 1,
@@ -336,7 +335,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, nargs=2, default=(22, 22), metavar=("X", "Y"),
                         help="the smaller province timed in the same run (default 22 22: 484 tiles)")
     parser.add_argument("--block-tiles", type=int, default=3,
-                        help="config stack.block_tiles: tiles per stack job along each side (default 3)")
+                        help="config grid.block_tiles: tiles per stack job along each side (default 3)")
     parser.add_argument("--keep", type=Path, help="write the provinces here and keep them")
     parser.add_argument("--no-rerun", action="store_true", help="skip the one-new-scene check")
     args = parser.parse_args()

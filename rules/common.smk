@@ -100,6 +100,8 @@ MAPPED_MODELS = list(MODELS)
 MAP_COMPARISONS = map_comparisons()
 PLAN = build_plan(config)
 TILES = PLAN.tile_ids
+#: the blocks of grid.block_tiles x grid.block_tiles tiles, one job each of stack, labels_tile and samples_tile
+BLOCKS = sorted(PLAN.blocks)
 SPLITS = ["train", "val", "test"]
 # Inventory lookups by id, built once: a pandas filter per job costs milliseconds, seconds per 1,000 jobs.
 S1_SCENE_PATHS = path_index(PLAN.s1_scenes, "scene")
@@ -284,45 +286,59 @@ def get_stack_bands():
     return {"s1": s1, "coh": list(config["s1"]["coherence"]), "s2": list(config["s2"]["bands"])}
 
 
-def tile_neighbours(wildcards, patches):
-    """The tiles around a tile, from which patches are read across its edges ([] without ``patches``)."""
+def tile_neighbours(tile, patches):
+    """The tiles around ``tile``, from which patches are read across its edges ([] without ``patches``)."""
     if not patches:
         return []
     from cropflow.grid import neighbour_tiles
 
-    return neighbour_tiles(PLAN.tiles, wildcards.tile)
-
-
-def tile_cube_inputs(wildcards, patches):
-    """{"cube": the stack folder holding a tile's cube, "neighbours": those holding the cubes of the tiles around
-    it (other than the tile's own), from which patches across the tile's edges are read (none without
-    ``patches``)}. One input function per job for both: the DAG of a province calls it for every tile."""
-    own = tile_cubes([wildcards.tile])
-    return {"cube": own, "neighbours": [b for b in tile_cubes(tile_neighbours(wildcards, patches)) if b not in own]}
-
-
-def tile_cube_args(wildcards, patches):
-    """The arguments naming the cubes of :func:`tile_cube_inputs`: ``--cube <cube> --neighbours <cubes>``."""
-    return " ".join(["--cube", tile_cube(wildcards.tile), "--neighbours",
-                     *map(tile_cube, tile_neighbours(wildcards, patches))])
+    return neighbour_tiles(PLAN.tiles, tile)
 
 
 def get_infer_inputs(wildcards):
-    """:func:`tile_cube_inputs` of a map tile: a patch model reads its halo from the neighbours, a pixel model not."""
-    return tile_cube_inputs(wildcards, model_kind(wildcards.model) == "patch")
+    """{"cube": the stack folder holding the map tile's cube, "neighbours": those holding the cubes around it,
+    other than its own, from which a patch model reads its halo (none for a pixel model)}. One input function
+    per job for both: the DAG of a province calls it for every tile and model."""
+    own = tile_cubes([wildcards.tile])
+    around = tile_neighbours(wildcards.tile, model_kind(wildcards.model) == "patch")
+    return {"cube": own, "neighbours": [b for b in tile_cubes(around) if b not in own]}
 
 
 def get_infer_cube_args(wildcards):
-    return tile_cube_args(wildcards, model_kind(wildcards.model) == "patch")
+    """The arguments naming the cubes of :func:`get_infer_inputs`: ``--cube <cube> --neighbours <cubes>``."""
+    around = tile_neighbours(wildcards.tile, model_kind(wildcards.model) == "patch")
+    return " ".join(["--cube", tile_cube(wildcards.tile), "--neighbours", *map(tile_cube, around)])
+
+
+def tile_labels(tile, kind):
+    """A tile's label raster (``kind``: class, parcel or cropland), in the folder its labels block writes."""
+    return f"results/labels/tiles/{PLAN.tile_block[tile]}/{tile}_{kind}.tif"
+
+
+def label_blocks():
+    return [f"results/labels/tiles/{block}" for block in BLOCKS]
 
 
 def get_samples_inputs(wildcards):
-    """:func:`tile_cube_inputs` of a tile's training samples: the neighbours when the samples hold patches."""
-    return tile_cube_inputs(wildcards, config["samples"]["patches"])
+    """The stack folders holding the cubes of a samples block's tiles and, when the samples hold patches, of
+    the tiles around them; and the block's label folder."""
+    tiles = PLAN.blocks[wildcards.block]
+    around = {n for tile in tiles for n in tile_neighbours(tile, config["samples"]["patches"])}
+    return {"cubes": tile_cubes(set(tiles) | around), "labels": f"results/labels/tiles/{wildcards.block}"}
 
 
-def get_samples_cube_args(wildcards):
-    return tile_cube_args(wildcards, config["samples"]["patches"])
+def get_samples_selection(wildcards):
+    """{tile: {"cube", "neighbours", "classes", "parcel_ids"}} of a samples block: each tile's cube, the cubes
+    around it (patches only), and its label rasters."""
+    patches = config["samples"]["patches"]
+    return as_json({tile: {"cube": tile_cube(tile), "neighbours": [tile_cube(n) for n in tile_neighbours(tile, patches)],
+                           "classes": tile_labels(tile, "class"), "parcel_ids": tile_labels(tile, "parcel")}
+                    for tile in PLAN.blocks[wildcards.block]})
+
+
+def tile_samples_stores(split):
+    """Every tile's sample store of ``split``, in the folders the samples blocks write."""
+    return [f"results/samples/tiles/{PLAN.tile_block[tile]}/{tile}/{split}.zarr" for tile in TILES]
 
 
 def get_model_params(wildcards):

@@ -40,12 +40,13 @@ rule infer:
 rule mosaic:
     input:
         maps=expand("results/maps/{{model}}/{tile}_class.tif", tile=TILES),
-        cropland=expand("results/labels/{tile}_cropland.tif", tile=TILES),
+        labels=label_blocks(),
         grid="results/grid/grid.json",
         legend=config["legend"],
     output:
         "results/maps/{model}/mosaic.tif",
     params:
+        cropland=[tile_labels(tile, "cropland") for tile in TILES],
         majority="--majority" if config["postprocess"]["majority_filter"] else "",
         mask="--mask-cropland" if config["postprocess"]["cropland_mask"] else "",
     log:
@@ -53,7 +54,7 @@ rule mosaic:
     conda:
         "../envs/geo.yaml"
     shell:
-        "python -m cropflow mosaic --maps {input.maps} --cropland {input.cropland} --grid {input.grid}"
+        "python -m cropflow mosaic --maps {input.maps} --cropland {params.cropland} --grid {input.grid}"
         " --legend {input.legend} {params.majority} {params.mask} --out {output} > {log} 2>&1"
 
 

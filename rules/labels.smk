@@ -1,5 +1,5 @@
-# Labels: parcels cleaned and mapped through the legend, grid-based train/val/test partition, and per-tile
-# class, parcel-id and cropland rasters.
+# Labels: parcels cleaned and mapped through the legend, grid-based train/val/test partition, and each tile's
+# class, parcel-id and cropland rasters (one job per block of grid.block_tiles x grid.block_tiles tiles).
 
 
 rule labels_clean:
@@ -68,17 +68,16 @@ rule labels_tile:
         tiles="results/grid/tiles.gpkg",
         legend=config["legend"],
     output:
-        classes="results/labels/{tile}_class.tif",
-        parcels="results/labels/{tile}_parcel.tif",
-        cropland="results/labels/{tile}_cropland.tif",
+        directory("results/labels/tiles/{block}"),
     params:
+        tiles=lambda wildcards: PLAN.blocks[wildcards.block],
         mask=config["inputs"]["cropland_mask"] or "none",
+    resources:
+        runtime=30 * config["grid"]["block_tiles"] ** 2,
     log:
-        "logs/labels_tile/{tile}.log",
+        "logs/labels_tile/{block}.log",
     conda:
         "../envs/geo.yaml"
     shell:
         "python -m cropflow labels-tile --parcels {input.parcels} --grid {input.grid} --tiles {input.tiles}"
-        " --tile {wildcards.tile} --legend {input.legend} --cropland-mask {params.mask}"
-        " --out-class {output.classes} --out-parcel {output.parcels} --out-cropland {output.cropland}"
-        " > {log} 2>&1"
+        " --tile {params.tiles} --legend {input.legend} --cropland-mask {params.mask} --out {output} > {log} 2>&1"

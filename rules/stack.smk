@@ -1,4 +1,4 @@
-# Feature cubes, one job per block of stack.block_tiles x stack.block_tiles tiles (a block of 1 tile by default):
+# Feature cubes, one job per block of grid.block_tiles x grid.block_tiles tiles (a block of 1 tile by default):
 # each tile's cube from the products whose footprint overlaps that tile, on the cube's time axis.
 
 
@@ -17,7 +17,7 @@ rule stack:
         knn_k=config["stack"]["knn_k"],
     resources:
         mem_mb=4000,
-        runtime=60 * config["stack"]["block_tiles"] ** 2,
+        runtime=60 * config["grid"]["block_tiles"] ** 2,
     log:
         "logs/stack/{block}.log",
     benchmark:

@@ -4,7 +4,6 @@ rule's environment file present (a missing one stops the run naming the rule and
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import geopandas as gpd
 import pytest
@@ -94,3 +93,34 @@ def test_missing_env_file_stops_the_workflow_naming_rule_and_file(tmp_path):
     out = proc.stdout + proc.stderr
     assert f"rule s2_clouds ({repo / 'rules' / 's2.smk'}): conda environment file " \
            f"{repo / 'envs' / 'clouds.yaml'} not found" in out, out[-3000:]
+
+
+def test_lock_envs_pins_every_env_with_snakedeploy_or_names_what_is_missing(tmp_path):
+    """`make lock-envs` runs snakedeploy's pin-conda-envs on every envs/ file with mamba when installed, else
+    conda; without them it names the missing program (stand-ins on PATH record the command line)."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def stand_in(name: str, body: str = "exit 0") -> None:
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+
+    def lock() -> subprocess.CompletedProcess:
+        return subprocess.run([shutil.which("make"), "-s", "-C", str(REPO), "lock-envs"], capture_output=True,
+                              text=True, env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+
+    done = lock()
+    assert done.returncode != 0 and "lock-envs needs conda (or mamba)" in done.stdout
+    stand_in("conda")
+    done = lock()
+    assert done.returncode != 0 and "lock-envs needs snakedeploy: pip install snakedeploy" in done.stdout
+    stand_in("snakedeploy", f'echo "$@" > {tmp_path / "args"}')
+    assert lock().returncode == 0
+    expected = ["pin-conda-envs", "--conda-frontend", "conda", *(f"envs/{p.name}" for p in ENVS)]
+    assert (tmp_path / "args").read_text().split() == expected
+    stand_in("mamba")
+    assert lock().returncode == 0
+    assert (tmp_path / "args").read_text().split()[:3] == ["pin-conda-envs", "--conda-frontend", "mamba"]

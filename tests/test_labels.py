@@ -306,3 +306,38 @@ def test_write_label_tile_writes_three_rasters(tmp_path, legend):
     assert (classes[:, :5] == 2).all() and (classes[:, 5:] == 0).all()
     assert (ids[:, :5] == 7).all() and (ids[:, 5:] == 0).all()
     assert not list(tmp_path.glob(".*part"))  # no temporary left behind
+
+
+def test_labels_tile_command_writes_a_block_of_tiles(tmp_path, legend, caplog):
+    """One job for a block of tiles: a folder with each tile's three rasters, each on its own tile's grid and
+    equal to the tile labelled alone; a tile that fails leaves no folder."""
+    import json
+
+    from cropflow import cli
+    from cropflow.grid import make_tiles, tile_grid
+
+    grid = ProjectGrid(CRS, 10.0, (320000, 5349900, 320100, 5350000))
+    tiles = make_tiles(grid, gpd.GeoDataFrame(geometry=[shapely.box(*grid.bounds)], crs=CRS), 50.0)
+    tiles.to_file(tmp_path / "tiles.gpkg", driver="GPKG")
+    (tmp_path / "grid.json").write_text(json.dumps(grid.to_dict()))
+    parcels_frame([(7, 2, shapely.box(320000, 5349900, 320070, 5349980))]).to_file(tmp_path / "parcels.gpkg")
+    ids = list(tiles["tile_id"])
+    args = ["labels-tile", "--parcels", str(tmp_path / "parcels.gpkg"), "--grid", str(tmp_path / "grid.json"),
+            "--tiles", str(tmp_path / "tiles.gpkg"), "--legend", str(ROOT / "resources" / "legend.yaml")]
+    out = tmp_path / "labels" / "block"
+    assert cli.main([*args, "--tile", *ids, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{t}_{k}.tif" for t in ids
+                                                           for k in ("class", "cropland", "parcel"))
+    for t in ids:
+        alone = {k: tmp_path / "alone" / f"{t}_{k}.tif" for k in ("class", "parcel", "cropland")}
+        labels.write_label_tile(gpd.read_file(tmp_path / "parcels.gpkg"), None, tile_grid(grid, tiles, t), t,
+                                alone["class"], alone["parcel"], alone["cropland"], legend)
+        for kind, path in alone.items():
+            with rasterio.open(out / f"{t}_{kind}.tif") as got, rasterio.open(path) as want:
+                assert got.transform == want.transform and got.tags()["TILE"] == t
+                np.testing.assert_array_equal(got.read(), want.read())
+    assert sum(rasterio.open(out / f"{t}_parcel.tif").read(1).astype(bool).sum() for t in ids) == 7 * 8
+    failing = tmp_path / "labels" / "failing"
+    assert cli.main([*args, "--tile", ids[0], "E0000000N0000000", "--out", str(failing)]) != 0
+    assert "E0000000N0000000" in caplog.text
+    assert not failing.exists() and sorted(p.name for p in failing.parent.iterdir()) == ["block"]

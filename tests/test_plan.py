@@ -146,11 +146,11 @@ def test_tile_inputs(config, setup):
 
 
 def test_stack_blocks_group_the_tiles_of_block_tiles_squares(config):
-    """One stack block per tile by default (the block is the tile); with stack.block_tiles 2 each block holds the
+    """One stack block per tile by default (the block is the tile); with grid.block_tiles 2 each block holds the
     tiles of its 2 x 2 square of the lattice, every tile in exactly one block."""
     plan = build_plan(config)
     assert plan.blocks == {t: [t] for t in TILES} and plan.tile_block == {t: t for t in TILES}
-    two = build_plan(variant(config, stack__block_tiles=2))
+    two = build_plan(variant(config, grid__block_tiles=2))
     assert sorted(t for tiles in two.blocks.values() for t in tiles) == sorted(TILES)
     assert len(two.blocks) < len(TILES)
     for block, tiles in two.blocks.items():

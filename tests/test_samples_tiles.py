@@ -157,24 +157,50 @@ def test_neighbours_with_other_inputs_are_rejected(tiles, tmp_path):
                      patch_size=PATCH, neighbours=[short], grid=GRID)
 
 
-def test_samples_tile_command_reads_the_neighbours(tiles, tmp_path):
-    table, cubes, folder = tiles
-    t = table["tile_id"].iloc[-1]
-    neighbours = neighbour_tiles(table, t)
-    classes, parcels = labels_of(folder, own_grid(table, t), t)
+def samples_command(tiles, tmp_path, inputs: dict, out: Path) -> int:
+    table, _, folder = tiles
     table.to_file(tmp_path / "tiles.gpkg", driver="GPKG")
     (tmp_path / "grid.json").write_text(json.dumps(GRID.to_dict()))
     legend = Path(__file__).parents[1] / "resources" / "legend.yaml"
-    outs = {s: tmp_path / f"{s}.zarr" for s in ("train", "val", "test")}
-    rc = cli.main(["samples-tile", "--cube", str(cubes[t]), "--neighbours", *(str(cubes[n]) for n in neighbours),
-                   "--grid", str(tmp_path / "grid.json"), "--classes", str(classes), "--parcel-ids", str(parcels),
-                   "--parcels", str(folder / "parcels.gpkg"), "--tiles", str(tmp_path / "tiles.gpkg"), "--tile", t,
-                   "--legend", str(legend), "--patch-size", str(PATCH),
-                   *(a for s, p in outs.items() for a in (f"--out-{s}", str(p)))])
-    assert rc == 0
-    s = load_split(outs["train"])
-    win = GRID.window_of(own_grid(table, t))
-    expected = train_patches(tiles, t, neighbours)
-    assert len(s) == len(expected)
-    for r, c, p in zip(s.row, s.col, s.patches["features"]):
-        np.testing.assert_array_equal(p, expected[(int(r) + win.row_off, int(c) + win.col_off)])
+    return cli.main(["samples-tile", "--inputs", json.dumps(inputs), "--grid", str(tmp_path / "grid.json"),
+                     "--parcels", str(folder / "parcels.gpkg"), "--tiles", str(tmp_path / "tiles.gpkg"),
+                     "--legend", str(legend), "--patch-size", str(PATCH), "--out", str(out)])
+
+
+def block_inputs(tiles, tmp_path) -> dict:
+    """--inputs of the block of all four tiles: each tile's cube, its neighbours' cubes and its label rasters."""
+    table, cubes, folder = tiles
+    inputs = {}
+    for t in table["tile_id"]:
+        classes, parcels = labels_of(folder, own_grid(table, t), t)
+        inputs[t] = {"cube": str(cubes[t]), "neighbours": [str(cubes[n]) for n in neighbour_tiles(table, t)],
+                     "classes": str(classes), "parcel_ids": str(parcels)}
+    return inputs
+
+
+def test_samples_tile_command_samples_a_block_of_tiles_with_their_neighbours(tiles, tmp_path):
+    """One job for a block of tiles: a folder with each tile's split stores, patches read across the tile
+    edges from the neighbours' cubes as inference reads them."""
+    table, _, _ = tiles
+    out = tmp_path / "samples" / "block"
+    assert samples_command(tiles, tmp_path, block_inputs(tiles, tmp_path), out) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(table["tile_id"])
+    for t in table["tile_id"]:
+        assert sorted(p.name for p in (out / t).iterdir()) == ["test.zarr", "train.zarr", "val.zarr"]
+        s = load_split(out / t / "train.zarr")
+        win = GRID.window_of(own_grid(table, t))
+        expected = inference_patches(tiles, t, neighbour_tiles(table, t))
+        assert len(s) == len(expected)
+        for r, c, p in zip(s.row, s.col, s.patches["features"]):
+            np.testing.assert_array_equal(p, expected[(int(r) + win.row_off, int(c) + win.col_off)])
+
+
+def test_samples_tile_command_with_a_failing_tile_leaves_no_block(tiles, tmp_path, caplog):
+    """A tile whose cube is missing fails the job naming the cube; the tiles sampled before it are not left."""
+    inputs = block_inputs(tiles, tmp_path)
+    last = list(inputs)[-1]
+    inputs[last] = {**inputs[last], "cube": str(tmp_path / "missing.zarr")}
+    out = tmp_path / "samples" / "block"
+    assert samples_command(tiles, tmp_path, inputs, out) != 0
+    assert "missing.zarr" in caplog.text
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -1,4 +1,4 @@
-"""The stack command on a block of tiles (config stack.block_tiles): one folder of cubes, each tile's cube from
+"""The stack command on a block of tiles (config grid.block_tiles): one folder of cubes, each tile's cube from
 its own products, equal to the cube of that tile stacked alone."""
 
 from __future__ import annotations

@@ -59,14 +59,6 @@ def _load_grid(path: str):
         return ProjectGrid.from_dict(json.load(f))
 
 
-def _tile_grid(grid_path: str, tiles_path: str, tile: str):
-    import geopandas as gpd
-
-    from cropflow.grid import tile_grid
-
-    return tile_grid(_load_grid(grid_path), gpd.read_file(tiles_path), tile)
-
-
 # --- simulate -------------------------------------------------------------------------------------------
 
 def _simulate_args(p):
@@ -479,22 +471,34 @@ def _partition(a):
 
 
 def _labels_tile_args(p):
-    _required("parcels", "grid", "tiles", "tile", "legend")(p)
+    _required("parcels", "grid", "tiles", "legend")(p)
+    p.add_argument("--tile", nargs="+", required=True, help="the tiles (a block of the tile lattice, or one)")
     p.add_argument("--cropland-mask", default="none", help="land-cover raster (non-zero = cropland) or 'none'")
-    _required("out-class", "out-parcel", "out-cropland")(p)
+    p.add_argument("--out", required=True,
+                   help="folder of <tile>_class.tif, <tile>_parcel.tif, <tile>_cropland.tif; it appears when all are "
+                        "done")
 
 
-@command("labels-tile", "a tile's class, parcel-id and cropland rasters", _labels_tile_args)
+@command("labels-tile", "the class, parcel-id and cropland rasters of some tiles", _labels_tile_args)
 def _labels_tile(a):
+    from pathlib import Path
+
     import geopandas as gpd
 
     from cropflow import labels
+    from cropflow.atomic import atomic_path
+    from cropflow.grid import tile_grid
     from cropflow.legend import Legend
 
-    grid = _tile_grid(a.grid, a.tiles, a.tile)
+    grid, tiles, legend = _load_grid(a.grid), gpd.read_file(a.tiles), Legend.load(a.legend)
+    parcels = gpd.read_file(a.parcels)
     mask = None if a.cropland_mask in ("", "none") else a.cropland_mask
-    labels.write_label_tile(gpd.read_file(a.parcels), mask, grid, a.tile, a.out_class, a.out_parcel,
-                            a.out_cropland, Legend.load(a.legend))
+    with atomic_path(a.out, directory=True) as tmp:
+        Path(tmp).mkdir(parents=True)
+        for tile in a.tile:
+            out = {kind: Path(tmp) / f"{tile}_{kind}.tif" for kind in ("class", "parcel", "cropland")}
+            labels.write_label_tile(parcels, mask, tile_grid(grid, tiles, tile), tile, out["class"],
+                                    out["parcel"], out["cropland"], legend)
 
 
 # --- stack and samples ----------------------------------------------------------------------------------
@@ -536,33 +540,43 @@ def _stack(a):
 
 
 def _samples_tile_args(p):
-    for name in ("cube", "classes", "parcel-ids", "parcels", "tiles", "tile", "legend", "out-train", "out-val",
-                 "out-test"):
+    p.add_argument("--inputs", type=_json, required=True,
+                   help='{tile: {"cube": cube, "neighbours": [cubes of the tiles around it], "classes": raster, '
+                        '"parcel_ids": raster}}: the tiles to sample; patches across a tile edge are read from '
+                        "its neighbours' cubes")
+    for name in ("parcels", "tiles", "legend"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--out", required=True,
+                   help="folder of <tile>/{train,val,test}.zarr; it appears when every tile is done")
     p.add_argument("--pixels-per-parcel", type=int, default=0)
     p.add_argument("--patch-size", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--bands", default="", help="a band-selection JSON (cropflow select); all bands when empty")
-    p.add_argument("--neighbours", nargs="*", default=[],
-                   help="cubes of the tiles around this one: patches across the tile edges are read from them")
     p.add_argument("--grid", default=None, help="project grid JSON (patches are edge-padded beyond it)")
 
 
-@command("samples-tile", "a tile's labelled samples for every split", _samples_tile_args)
+@command("samples-tile", "the labelled samples of some tiles for every split", _samples_tile_args)
 def _samples_tile(a):
+    from pathlib import Path
+
     import geopandas as gpd
 
+    from cropflow.atomic import atomic_path
     from cropflow.legend import Legend
     from cropflow.samples import tile_samples
     from cropflow.selection import load_selection
 
     tiles = list(gpd.read_file(a.tiles)["tile_id"])
     legend = Legend.load(a.legend)
-    tile_samples(a.cube, a.classes, a.parcel_ids, a.parcels, a.tile, tiles, legend.ids, legend.names,
-                 {"train": a.out_train, "val": a.out_val, "test": a.out_test},
-                 pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed,
-                 bands=load_selection(a.bands) if a.bands else None, neighbours=a.neighbours,
-                 grid=_load_grid(a.grid) if a.grid else None)
+    bands = load_selection(a.bands) if a.bands else None
+    grid = _load_grid(a.grid) if a.grid else None
+    with atomic_path(a.out, directory=True) as tmp:
+        for tile, used in a.inputs.items():
+            (Path(tmp) / tile).mkdir(parents=True)
+            tile_samples(used["cube"], used["classes"], used["parcel_ids"], a.parcels, tile, tiles, legend.ids,
+                         legend.names, {s: Path(tmp) / tile / f"{s}.zarr" for s in ("train", "val", "test")},
+                         pixels_per_parcel=a.pixels_per_parcel, patch_size=a.patch_size, seed=a.seed, bands=bands,
+                         neighbours=used.get("neighbours", []), grid=grid)
 
 
 def _samples_merge_args(p):

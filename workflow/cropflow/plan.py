@@ -34,7 +34,8 @@ class Plan:
     s1_pairs: pd.DataFrame
     s2_scenes: pd.DataFrame
     tile_inputs: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    #: the tiles each stack job stacks (config stack.block_tiles), block id -> tile ids, and back
+    #: the tiles of each job of the per-tile rules stack, labels_tile and samples_tile (config grid.block_tiles),
+    #: block id -> tile ids, and back
     blocks: dict[str, list[str]] = field(default_factory=dict)
     tile_block: dict[str, str] = field(default_factory=dict)
     s1_skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -234,7 +235,7 @@ def build_plan(config: dict) -> Plan:
         for source, df in (("s1", inv.s1_acquisitions.rename(columns={"acq": "scene"})), ("coh", inv.s1_pairs),
                            ("s2", inv.s2.layers.rename(columns={"layer": "scene"})))
     }
-    block_tiles = int(config["stack"].get("block_tiles", 1))
+    block_tiles = int(config["grid"].get("block_tiles", 1))
     for i, tile in enumerate(tiles["tile_id"]):
         plan.tile_inputs[tile] = {source: ids[i] for source, ids in per_source.items()}
         block = plan.tile_block[tile] = block_id(tile, block_tiles, config["grid"]["tile_size"])
