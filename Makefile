@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
+# pytest-xdist workers of `make test` (one module per worker at a time: a module's fixtures run once)
+TEST_WORKERS ?= 2
 # First Python 3.12 or 3.13 found (PATH, then pyenv's installs).
 PYTHON ?= $(shell for p in python3.12 python3.13 $(HOME)/.pyenv/versions/3.12*/bin/python3 \
 	$(HOME)/.pyenv/versions/3.13*/bin/python3; do $$p -c 'import sys; assert sys.version_info[:2] in ((3,12),(3,13))' \
@@ -30,7 +32,7 @@ demo: data/demo/.complete
 	$(VENV)/bin/snakemake --configfile config/demo.yaml --report results/report.html
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint

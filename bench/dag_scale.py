@@ -9,7 +9,7 @@ inputs that carry what the inventory reads when the DAG is built, and empty pixe
 - Sentinel-2 L2A SAFE products (``write_l2a_placeholder``): 30 dates x every MGRS tile meeting the province,
   with real names and MTD_MSIL2A.xml, empty band files and a 2 x 2 pixel SCL that gives the footprint;
 - an AOI, empty parcels and cropland-mask files, and a config with the defaults of config/config.yaml but
-  ``grid.block_tiles`` (--block-tiles, default 3: one stack job per 3 x 3 tiles).
+  ``grid.block_tiles`` (--block-tiles, default 3: one stack, labels_tile and samples_tile job per 3 x 3 tiles).
 
 Then it times ``snakemake -n`` (wall time and the child's peak RSS from ``wait4``) on the whole province (with
 the inventory cache cold, then warm) and on a smaller one in the same run, marks every output of the plan done
@@ -335,7 +335,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, nargs=2, default=(22, 22), metavar=("X", "Y"),
                         help="the smaller province timed in the same run (default 22 22: 484 tiles)")
     parser.add_argument("--block-tiles", type=int, default=3,
-                        help="config grid.block_tiles: tiles per stack job along each side (default 3)")
+                        help="config grid.block_tiles: tiles per stack, labels_tile and samples_tile job "
+                             "along each side (default 3)")
     parser.add_argument("--keep", type=Path, help="write the provinces here and keep them")
     parser.add_argument("--no-rerun", action="store_true", help="skip the one-new-scene check")
     args = parser.parse_args()
