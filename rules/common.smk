@@ -316,6 +316,7 @@ def tile_labels(tile, kind):
 
 
 def label_blocks():
+    """Every labels block folder (the inputs of a job reading every tile's labels)."""
     return [f"results/labels/tiles/{block}" for block in BLOCKS]
 
 
@@ -331,7 +332,8 @@ def get_samples_selection(wildcards):
     """{tile: {"cube", "neighbours", "classes", "parcel_ids"}} of a samples block: each tile's cube, the cubes
     around it (patches only), and its label rasters."""
     patches = config["samples"]["patches"]
-    return as_json({tile: {"cube": tile_cube(tile), "neighbours": [tile_cube(n) for n in tile_neighbours(tile, patches)],
+    return as_json({tile: {"cube": tile_cube(tile),
+                           "neighbours": [tile_cube(n) for n in tile_neighbours(tile, patches)],
                            "classes": tile_labels(tile, "class"), "parcel_ids": tile_labels(tile, "parcel")}
                     for tile in PLAN.blocks[wildcards.block]})
 
