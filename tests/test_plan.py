@@ -145,8 +145,8 @@ def test_tile_inputs(config, setup):
     assert acquisition_slices(plan, ACQ1) == [SCENE1]
 
 
-def test_stack_blocks_group_the_tiles_of_block_tiles_squares(config):
-    """One stack block per tile by default (the block is the tile); with grid.block_tiles 2 each block holds the
+def test_blocks_group_the_tiles_of_block_tiles_squares(config):
+    """One block per tile by default (the block is the tile); with grid.block_tiles 2 each block holds the
     tiles of its 2 x 2 square of the lattice, every tile in exactly one block."""
     plan = build_plan(config)
     assert plan.blocks == {t: [t] for t in TILES} and plan.tile_block == {t: t for t in TILES}
