@@ -204,3 +204,6 @@ def test_samples_tile_command_with_a_failing_tile_leaves_no_block(tiles, tmp_pat
     assert samples_command(tiles, tmp_path, inputs, out) != 0
     assert "missing.zarr" in caplog.text
     assert not out.exists() and list(out.parent.iterdir()) == []
+    del inputs[last]["classes"]
+    assert samples_command(tiles, tmp_path, inputs, out) != 0
+    assert f"tile {last} lacks classes" in caplog.text and not out.exists()

@@ -570,6 +570,11 @@ def _samples_tile(a):
     legend = Legend.load(a.legend)
     bands = load_selection(a.bands) if a.bands else None
     grid = _load_grid(a.grid) if a.grid else None
+    for tile, used in a.inputs.items():
+        missing = [k for k in ("cube", "classes", "parcel_ids") if k not in used]
+        if missing:
+            raise ValueError(f"samples-tile --inputs: tile {tile} lacks {', '.join(missing)} (each tile needs "
+                             '"cube", "classes" and "parcel_ids"; "neighbours" is optional)')
     with atomic_path(a.out, directory=True) as tmp:
         for tile, used in a.inputs.items():
             (Path(tmp) / tile).mkdir(parents=True)
